@@ -1,0 +1,12 @@
+//! `ra`: peer-to-peer mutual exclusion. SWIM membership (foca, UDP) decides who is
+//! alive; a Paxos-decided active set of at most `max_active` members runs
+//! Ricart–Agrawala over gRPC (tonic).
+//!
+//! The protocol lives in [`node::Node`], a sans-IO state machine; [`runtime`]
+//! drives it with tokio and real sockets, [`sim`] with a simulated network and
+//! clock.
+
+pub mod event;
+pub mod membership;
+pub mod node;
+pub mod protocol;

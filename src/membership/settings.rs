@@ -1,0 +1,93 @@
+//! SWIM timings. The defaults detect a crashed peer in about two seconds on a LAN
+//! and ride out a one-second stall; `config/ra.toml` documents each of them.
+
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwimSettings {
+    pub probe_period: Duration,
+    pub probe_rtt: Duration,
+    pub num_indirect_probes: usize,
+    pub suspect_to_down_after: Duration,
+    pub max_transmissions: u8,
+    pub gossip_every: Duration,
+    pub gossip_fanout: usize,
+    pub announce_every: Duration,
+    pub announce_to_down_every: Duration,
+    pub remove_down_after: Duration,
+    pub max_packet_size: usize,
+}
+
+impl Default for SwimSettings {
+    fn default() -> Self {
+        Self {
+            probe_period: Duration::from_millis(500),
+            probe_rtt: Duration::from_millis(150),
+            num_indirect_probes: 3,
+            suspect_to_down_after: Duration::from_millis(1500),
+            max_transmissions: 6,
+            gossip_every: Duration::from_millis(200),
+            gossip_fanout: 3,
+            announce_every: Duration::from_secs(5),
+            announce_to_down_every: Duration::from_secs(3),
+            remove_down_after: Duration::from_secs(24 * 3600),
+            max_packet_size: 1400,
+        }
+    }
+}
+
+impl SwimSettings {
+    /// Checks the constraints foca relies on; the message says which setting is off.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.probe_period.is_zero() || self.probe_rtt.is_zero() {
+            return Err("swim.probe_period_ms and swim.probe_rtt_ms must be positive".into());
+        }
+        if self.probe_rtt >= self.probe_period {
+            return Err("swim.probe_rtt_ms must be smaller than swim.probe_period_ms".into());
+        }
+        if self.suspect_to_down_after.is_zero() {
+            return Err("swim.suspect_to_down_after_ms must be positive".into());
+        }
+        if self.max_transmissions == 0 || self.num_indirect_probes == 0 || self.gossip_fanout == 0 {
+            return Err("swim.max_transmissions, swim.indirect_probes and swim.gossip_fanout must be at least 1".into());
+        }
+        if self.gossip_every.is_zero()
+            || self.announce_every.is_zero()
+            || self.announce_to_down_every.is_zero()
+        {
+            return Err("swim gossip and announce periods must be positive".into());
+        }
+        if self.max_packet_size < 512 {
+            return Err("swim.max_packet_size must be at least 512 bytes".into());
+        }
+        Ok(())
+    }
+
+    pub fn to_foca(&self) -> foca::Config {
+        let nonzero = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        foca::Config {
+            probe_period: self.probe_period,
+            probe_rtt: self.probe_rtt,
+            num_indirect_probes: nonzero(self.num_indirect_probes),
+            max_transmissions: NonZeroU8::new(self.max_transmissions).unwrap_or(NonZeroU8::MIN),
+            suspect_to_down_after: self.suspect_to_down_after,
+            remove_down_after: Some(self.remove_down_after),
+            max_packet_size: nonzero(self.max_packet_size),
+            // All three are needed for a partition to heal by itself.
+            notify_down_members: true,
+            periodic_announce: Some(foca::PeriodicParams {
+                frequency: self.announce_every,
+                num_members: NonZeroUsize::MIN,
+            }),
+            periodic_announce_to_down_members: Some(foca::PeriodicParams {
+                frequency: self.announce_to_down_every,
+                num_members: nonzero(2),
+            }),
+            periodic_gossip: Some(foca::PeriodicParams {
+                frequency: self.gossip_every,
+                num_members: nonzero(self.gossip_fanout),
+            }),
+        }
+    }
+}
