@@ -10,3 +10,5 @@ pub mod event;
 pub mod membership;
 pub mod node;
 pub mod protocol;
+pub mod sim;
+pub mod wire;

@@ -88,8 +88,9 @@ pub enum Input {
         data: Bytes,
     },
     Message(Envelope),
-    /// The stream to this peer broke: messages on it may be lost.
-    LinkBroken {
+    /// The stream to this peer broke and is up again: what was in flight on the
+    /// old one may be lost.
+    Reconnected {
         peer: SocketAddr,
     },
     Timer(TimerId),
@@ -150,7 +151,6 @@ pub struct Node {
     me: ProcessId,
     settings: NodeSettings,
     seeds: Vec<SocketAddr>,
-    started: Duration,
     now: Duration,
     clock: LamportClock,
     swim: Swim,
@@ -172,10 +172,18 @@ pub struct Node {
     pending_merge: Option<ActiveSet>,
     life: Life,
     next_join_attempt: Duration,
+    /// Seeds that have not answered yet: we keep announcing to each until it does,
+    /// since whoever reached us first may be an island of its own.
+    unheard_seeds: BTreeSet<SocketAddr>,
+    /// When a seedless node founds its own cluster (see `maybe_found`).
+    found_at: Option<Duration>,
     alone_since: Option<Duration>,
     last_alone_warning: Duration,
     reported_position: Option<usize>,
     loopback: VecDeque<Envelope>,
+    /// The last answer (reply or newer view) sent to each requester, resent if
+    /// the stream broke: a lost grant would leave the requester waiting forever.
+    last_answer: BTreeMap<ProcessId, Body>,
     rng: SmallRng,
     out: Vec<Output>,
 }
@@ -199,10 +207,11 @@ impl Node {
             handler,
         );
         let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
+        let unheard_seeds: BTreeSet<SocketAddr> = seeds.iter().copied().collect();
+        let unheard_seeds_empty = unheard_seeds.is_empty();
         let mut node = Self {
             me,
             seeds,
-            started: now,
             now,
             clock: LamportClock::default(),
             swim,
@@ -222,10 +231,13 @@ impl Node {
             pending_merge: None,
             life: Life::Running,
             next_join_attempt: now,
+            found_at: unheard_seeds_empty.then_some(now + settings.found_after),
+            unheard_seeds,
             alone_since: Some(now),
             last_alone_warning: now,
             reported_position: None,
             loopback: VecDeque::new(),
+            last_answer: BTreeMap::new(),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_0f_7a),
             out: Vec::new(),
             settings,
@@ -312,7 +324,7 @@ impl Node {
                 }
             }
             Input::Message(envelope) => self.on_message(envelope),
-            Input::LinkBroken { peer } => self.on_link_broken(peer),
+            Input::Reconnected { peer } => self.on_reconnected(peer),
             Input::Timer(timer) => self.on_timer(timer),
             Input::RequestCs => self.on_request_cs(),
             Input::Leave => self.on_leave(),
@@ -398,13 +410,21 @@ impl Node {
                     self.emit(Event::Alone);
                 }
             }
-            OwnedNotification::Rejoin(id) => self.emit(Event::Rejoined { bump: id.bump }),
+            OwnedNotification::Rejoin(id) => {
+                // foca starts over disconnected under the new identity, and only
+                // reconnects once a message reaches it: peers that renewed their own
+                // identity meanwhile drop what we address to their old one. Announce
+                // (see `retry_join`) until foca says it is active again.
+                self.alone_since = Some(self.now);
+                self.emit(Event::Rejoined { bump: id.bump });
+            }
             OwnedNotification::Defunct => {}
         }
     }
 
     fn on_member_up(&mut self, id: MemberId) {
         let member = id.process;
+        self.unheard_seeds.remove(&member.addr);
         match self.peers.get_mut(&member.addr) {
             Some(peer) if peer.id == id => {
                 let was_down = !peer.alive;
@@ -426,7 +446,12 @@ impl Node {
                 self.emit(Event::MemberJoined { member });
             }
         }
-        // Tell the newcomer which cluster and active set it is in.
+        self.welcome(member);
+    }
+
+    /// Tell a newcomer which cluster and active set it is in: the members of the
+    /// set do, so it learns at once, not when gossip happens to reach it.
+    fn welcome(&mut self, member: ProcessId) {
         if let Some(view) = self.view.clone()
             && view.contains(&self.me)
         {
@@ -470,6 +495,7 @@ impl Node {
                 previous: previous.process,
                 member: id.process,
             });
+            self.welcome(id.process);
         } else if alive {
             self.emit(Event::MemberRenamed {
                 member: id.process,
@@ -484,7 +510,8 @@ impl Node {
         }
     }
 
-    /// Alive, not leaving, and the current process at its address.
+    /// Alive, not leaving, and the current process at its address: a candidate
+    /// for a free seat needs this positive evidence.
     fn is_usable(&self, process: &ProcessId) -> bool {
         if *process == self.me {
             return matches!(self.life, Life::Running | Life::LeaveAfterExit);
@@ -494,6 +521,23 @@ impl Node {
                 .peers
                 .get(&process.addr)
                 .is_some_and(|peer| peer.id.process == *process && peer.alive)
+    }
+
+    /// Whether a member keeps its seat: only evidence removes it (declared down,
+    /// leaving, or replaced by a restart). A member we have not heard of yet, as
+    /// happens right after joining, keeps its seat.
+    fn keeps_seat(&self, process: &ProcessId) -> bool {
+        if *process == self.me {
+            return matches!(self.life, Life::Running | Life::LeaveAfterExit);
+        }
+        if self.leaving_peers.contains(process) {
+            return false;
+        }
+        match self.peers.get(&process.addr) {
+            None => true,
+            Some(peer) if peer.id.process == *process => peer.alive,
+            Some(peer) => peer.id.process.incarnation < process.incarnation,
+        }
     }
 
     fn live_processes(&self) -> Vec<ProcessId> {
@@ -549,19 +593,24 @@ impl Node {
         }
     }
 
-    /// foca does nothing while it knows no live member: keep announcing to the
-    /// seeds and to every address we knew, so a late seed or a healed partition
-    /// brings us back.
+    /// Keep announcing to each seed until it answers: whoever reached us first may
+    /// be in an island of its own. And foca does nothing while it is not
+    /// connected (no live member, or just renewed), so then announce to every
+    /// address we knew too: a late seed or a healed partition brings us back.
     fn retry_join(&mut self) {
-        if self.swim.num_members() > 0
+        let alone = self.alone_since.is_some();
+        if (self.unheard_seeds.is_empty() && !alone)
             || self.life != Life::Running
             || self.now < self.next_join_attempt
         {
             return;
         }
         self.next_join_attempt = self.now + self.settings.retry_join_every;
-        let mut targets: BTreeSet<SocketAddr> = self.seeds.iter().copied().collect();
-        targets.extend(self.peers.keys().copied());
+        let mut targets = self.unheard_seeds.clone();
+        if alone {
+            targets.extend(self.seeds.iter().copied());
+            targets.extend(self.peers.keys().copied());
+        }
         for target in targets {
             let _ = self
                 .swim
@@ -582,30 +631,24 @@ impl Node {
         }
     }
 
-    /// Found a cluster when nobody has one: the first process in seat order among
-    /// those we can see does it, after giving an existing cluster time to find us.
+    /// A node started without seeds founds a cluster, unless an existing one
+    /// reaches it first: waiting `found_after` gives the cluster of a previous
+    /// process at this address time to announce itself. Nodes with seeds never
+    /// found: one of their seeds may be in a cluster they cannot reach yet, and
+    /// founding then would split the system in two.
     fn maybe_found(&mut self) {
-        if self.view.is_some()
-            || self.life != Life::Running
-            || self.now < self.started + self.settings.found_after
-        {
+        let Some(found_at) = self.found_at else {
+            return;
+        };
+        if self.view.is_some() || self.life != Life::Running || self.now < found_at {
             return;
         }
-        let others = self.live_processes();
-        if !self.seeds.is_empty() && others.is_empty() {
-            return;
-        }
-        let first = others
-            .iter()
-            .chain(std::iter::once(&self.me))
-            .min_by_key(|p| p.seat_key());
-        if first == Some(&self.me) {
-            self.emit(Event::Founded { cluster: self.me });
-            self.install(
-                ActiveSet::founding(self.me, self.settings.max_active),
-                ViewSource::Founded,
-            );
-        }
+        self.found_at = None;
+        self.emit(Event::Founded { cluster: self.me });
+        self.install(
+            ActiveSet::founding(self.me, self.settings.max_active),
+            ViewSource::Founded,
+        );
     }
 
     // ---- messages --------------------------------------------------------
@@ -668,9 +711,18 @@ impl Node {
         }
     }
 
-    fn on_link_broken(&mut self, peer: SocketAddr) {
-        // Whatever was in flight on that stream may be gone; everything we resend
-        // is safe to receive twice.
+    fn on_reconnected(&mut self, peer: SocketAddr) {
+        // Whatever was in flight on the old stream may be gone; everything resent
+        // here is harmless to receive twice.
+        let answers: Vec<(ProcessId, Body)> = self
+            .last_answer
+            .iter()
+            .filter(|(p, _)| p.addr == peer)
+            .map(|(p, body)| (*p, body.clone()))
+            .collect();
+        for (to, body) in answers {
+            self.send(to, body);
+        }
         if let Some(pending) = self.ra.pending().cloned()
             && let Some(view) = self.view.clone()
         {
@@ -836,7 +888,7 @@ impl Node {
         if !view.contains(&self.me) || self.proposal.is_some() || self.now < self.next_proposal_at {
             return;
         }
-        let wanted = view.desired_members(|p| self.is_usable(p), &self.spectators());
+        let wanted = view.desired_members(|p| self.keeps_seat(p), &self.spectators());
         if wanted == view.members || wanted.is_empty() {
             self.change_wanted_since = None;
             return;
@@ -863,7 +915,7 @@ impl Node {
                     .filter(|m| self.leaving_peers.contains(m)),
             )
             .min()
-            .or_else(|| view.members.iter().copied().find(|m| self.is_usable(m)))
+            .or_else(|| view.members.iter().copied().find(|m| self.keeps_seat(m)))
     }
 
     fn start_proposal(&mut self, view: ActiveSet, wanted: Vec<ProcessId>) {
@@ -1161,15 +1213,14 @@ impl Node {
             epoch: request.epoch,
             deferred,
         });
-        self.send(
-            to,
-            Body::Reply {
-                request_id: request.request_id,
-                epoch: request.epoch,
-                fence_seq: self.ra.fence_seq_for(request.epoch),
-                deferred,
-            },
-        );
+        let reply = Body::Reply {
+            request_id: request.request_id,
+            epoch: request.epoch,
+            fence_seq: self.ra.fence_seq_for(request.epoch),
+            deferred,
+        };
+        self.last_answer.insert(to, reply.clone());
+        self.send(to, reply);
     }
 
     fn send_newer_view(&mut self, to: ProcessId, request_id: u64) {
@@ -1181,7 +1232,9 @@ impl Node {
             request_id,
             epoch: view.epoch,
         });
-        self.send(to, Body::NewerView { request_id, view });
+        let answer = Body::NewerView { request_id, view };
+        self.last_answer.insert(to, answer.clone());
+        self.send(to, answer);
     }
 
     fn on_reply(&mut self, from: ProcessId, request_id: u64, epoch: u64, fence_seq: u64) {

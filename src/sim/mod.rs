@@ -1,0 +1,10 @@
+//! A deterministic simulator: whole clusters of the real [`crate::node::Node`]
+//! over a simulated network and clock, with faults, checked by oracles.
+
+pub mod network;
+pub mod oracle;
+pub mod world;
+
+pub use network::NetConfig;
+pub use world::{Action, Report, SimConfig, World, slot_addr};
+pub mod schedule;

@@ -1,0 +1,217 @@
+//! The simulated network: UDP datagrams that may be delayed, reordered, lost or
+//! duplicated, and gRPC streams that deliver in order per connection but may be
+//! delayed arbitrarily or break; plus partitions, symmetric or one-way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::RngExt;
+use rand::rngs::SmallRng;
+
+use crate::protocol::ids::ProcessId;
+use crate::protocol::message::Envelope;
+
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    /// Chance that a datagram is lost.
+    pub loss: f64,
+    /// Chance that a datagram arrives twice.
+    pub duplicate: f64,
+    /// Chance that a stream breaks as a message is sent on it, losing what is in flight.
+    pub stream_break: f64,
+    /// Chance that a gRPC message is held up far longer than usual.
+    pub slow_message: f64,
+    pub slow_delay: Duration,
+    /// How long a sender takes to notice a broken stream.
+    pub break_detect: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_micros(200),
+            max_delay: Duration::from_millis(8),
+            loss: 0.01,
+            duplicate: 0.01,
+            stream_break: 0.002,
+            slow_message: 0.01,
+            slow_delay: Duration::from_millis(400),
+            break_detect: Duration::from_millis(200),
+        }
+    }
+}
+
+impl NetConfig {
+    pub fn calm() -> Self {
+        Self {
+            loss: 0.0,
+            duplicate: 0.0,
+            stream_break: 0.0,
+            slow_message: 0.0,
+            ..Self::default()
+        }
+    }
+}
+
+/// One direction of a gRPC connection: from a process to an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamKey {
+    pub from: ProcessId,
+    pub to: SocketAddr,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Stream {
+    /// Bumped when the stream breaks: messages sent on an older generation are lost.
+    generation: u64,
+    last_delivery: Duration,
+    /// Broken and not yet reconnected: what is sent meanwhile waits in the sender's queue.
+    down: bool,
+    queued: Vec<Envelope>,
+}
+
+/// What happens to one message handed to the network.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Deliver at this time, if the stream is still on this generation then.
+    Deliver { at: Duration, generation: u64 },
+    /// The stream is down: the message waits in the sender's queue.
+    Queued,
+    /// The stream just broke (the message and everything in flight are lost):
+    /// try to reconnect at this time.
+    Broken { reconnect_at: Duration },
+}
+
+#[derive(Default)]
+pub struct Network {
+    /// Directed cuts: (from, to) cannot talk.
+    cuts: BTreeSet<(SocketAddr, SocketAddr)>,
+    streams: BTreeMap<StreamKey, Stream>,
+}
+
+impl Network {
+    pub fn is_cut(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        self.cuts.contains(&(from, to))
+    }
+
+    pub fn cut(&mut self, from: SocketAddr, to: SocketAddr) {
+        self.cuts.insert((from, to));
+    }
+
+    pub fn heal(&mut self) {
+        self.cuts.clear();
+    }
+
+    pub fn has_cuts(&self) -> bool {
+        !self.cuts.is_empty()
+    }
+
+    pub fn delay(&self, config: &NetConfig, rng: &mut SmallRng) -> Duration {
+        let span = config
+            .max_delay
+            .saturating_sub(config.min_delay)
+            .as_micros() as u64;
+        config.min_delay + Duration::from_micros(rng.random_range(0..=span))
+    }
+
+    /// The arrival times of a datagram sent now (empty: lost).
+    pub fn datagram(
+        &self,
+        config: &NetConfig,
+        rng: &mut SmallRng,
+        now: Duration,
+        from: SocketAddr,
+        to: SocketAddr,
+    ) -> Vec<Duration> {
+        if self.is_cut(from, to) || rng.random_bool(config.loss) {
+            return Vec::new();
+        }
+        let mut arrivals = vec![now + self.delay(config, rng)];
+        if rng.random_bool(config.duplicate) {
+            arrivals.push(now + self.delay(config, rng));
+        }
+        arrivals
+    }
+
+    /// Send on a stream: in order after everything already in flight on it.
+    pub fn stream_send(
+        &mut self,
+        config: &NetConfig,
+        rng: &mut SmallRng,
+        now: Duration,
+        key: StreamKey,
+        envelope: &Envelope,
+    ) -> Fate {
+        if let Some(stream) = self.streams.get_mut(&key)
+            && stream.down
+        {
+            stream.queued.push(envelope.clone());
+            return Fate::Queued;
+        }
+        if self.is_cut(key.from.addr, key.to) || rng.random_bool(config.stream_break) {
+            return self.break_stream(config, now, key);
+        }
+        let mut delay = self.delay(config, rng);
+        if rng.random_bool(config.slow_message) {
+            delay += config.slow_delay;
+        }
+        let stream = self.streams.entry(key).or_default();
+        let at = (now + delay).max(stream.last_delivery);
+        stream.last_delivery = at;
+        Fate::Deliver {
+            at,
+            generation: stream.generation,
+        }
+    }
+
+    /// A message arrives: it is lost if its stream broke meanwhile, and it breaks
+    /// the stream now if the path was cut while it travelled.
+    pub fn stream_arrival(
+        &mut self,
+        config: &NetConfig,
+        now: Duration,
+        key: StreamKey,
+        generation: u64,
+    ) -> Option<Fate> {
+        let current = self.streams.get(&key).map_or(0, |s| s.generation);
+        if current != generation {
+            return None;
+        }
+        if self.is_cut(key.from.addr, key.to) {
+            return Some(self.break_stream(config, now, key));
+        }
+        Some(Fate::Deliver {
+            at: now,
+            generation,
+        })
+    }
+
+    /// Break the stream: everything in flight on it is lost. Returns `Queued` if
+    /// it was already down (a reconnect is already due).
+    pub fn break_stream(&mut self, config: &NetConfig, now: Duration, key: StreamKey) -> Fate {
+        let stream = self.streams.entry(key).or_default();
+        stream.generation += 1;
+        stream.last_delivery = now;
+        if stream.down {
+            return Fate::Queued;
+        }
+        stream.down = true;
+        Fate::Broken {
+            reconnect_at: now + config.break_detect,
+        }
+    }
+
+    /// Try to reconnect a broken stream: `Some(queued messages)` when it is up
+    /// again, `None` while the path is still cut.
+    pub fn reconnect(&mut self, key: StreamKey) -> Option<Vec<Envelope>> {
+        if self.is_cut(key.from.addr, key.to) {
+            return None;
+        }
+        let stream = self.streams.entry(key).or_default();
+        stream.down = false;
+        Some(std::mem::take(&mut stream.queued))
+    }
+}

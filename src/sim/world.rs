@@ -1,0 +1,695 @@
+//! The simulated world: processes made of the real `Node`, a simulated network,
+//! one clock, one seeded random generator, and an event queue. Nothing in here
+//! depends on wall time or thread scheduling, so a seed replays exactly.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use super::network::{Fate, NetConfig, Network, StreamKey};
+use super::oracle::{Oracle, Stats};
+use crate::event::Event;
+use crate::node::{Input, Node, NodeSettings, Output};
+use crate::protocol::active_set::ActiveSet;
+use crate::protocol::ids::ProcessId;
+use crate::protocol::message::Envelope;
+
+/// Something that happens to the cluster at a scheduled time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start (or restart) the process of `slot`, joining through `seeds`.
+    Start {
+        slot: usize,
+        seeds: Vec<usize>,
+    },
+    /// The user of `slot` presses Enter `count` times.
+    Request {
+        slot: usize,
+        count: u32,
+    },
+    Leave {
+        slot: usize,
+    },
+    /// Kill the process (SIGKILL): it stops at once, in the critical section or not.
+    Crash {
+        slot: usize,
+    },
+    /// Freeze the process (SIGSTOP) for a while; what reaches it waits.
+    Pause {
+        slot: usize,
+        duration: Duration,
+    },
+    /// Nothing from `from` reaches `to` (one-way unless also cut the other way).
+    Cut {
+        from: Vec<usize>,
+        to: Vec<usize>,
+    },
+    Heal,
+    /// Break every stream the process has open.
+    BreakStreams {
+        slot: usize,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub slots: usize,
+    pub settings: NodeSettings,
+    pub net: NetConfig,
+    /// When the last fault may happen; everything is healed by then.
+    pub faults_end: Duration,
+    /// Every request asked for must be served this long after `faults_end`.
+    pub liveness_bound: Duration,
+    /// Crashes and leaves of active members are skipped when they would take the
+    /// active set below a quorum (which would stall it, by design).
+    pub keep_quorum: bool,
+    pub trace: bool,
+}
+
+impl SimConfig {
+    pub fn new(seed: u64, slots: usize) -> Self {
+        let settings = NodeSettings {
+            hold: Duration::from_millis(30),
+            ..NodeSettings::default()
+        };
+        Self {
+            seed,
+            slots,
+            settings,
+            net: NetConfig::default(),
+            faults_end: Duration::from_secs(20),
+            liveness_bound: Duration::from_secs(20),
+            keep_quorum: true,
+            trace: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Happening {
+    /// A timer or a datagram for the process running in `slot` (timers only for
+    /// the `process` that set them).
+    Input {
+        slot: usize,
+        process: Option<ProcessId>,
+        input: Input,
+    },
+    StreamArrival {
+        key: StreamKey,
+        generation: u64,
+        envelope: Envelope,
+    },
+    Action(Action),
+    Resume {
+        slot: usize,
+    },
+    Reconnect {
+        key: StreamKey,
+    },
+}
+
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    what: Happening,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+#[derive(Default)]
+struct Slot {
+    node: Option<Node>,
+    seeds: Vec<usize>,
+    paused_until: Option<Duration>,
+    paused_inbox: Vec<Input>,
+    started_once: bool,
+}
+
+/// What one run found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub seed: u64,
+    pub stats: Stats,
+    pub violations: Vec<String>,
+    /// Requests not served by the end, per live process.
+    pub unserved: Vec<(ProcessId, usize)>,
+    /// The run ended with its active set below a quorum (only possible when
+    /// `keep_quorum` is off): a stall by design, not a liveness bug.
+    pub quorum_lost: bool,
+    pub skipped_faults: u64,
+    /// Requests of spectators still waiting for a seat that never freed.
+    pub spectators_waiting: usize,
+    /// Requests of nodes whose every seed is gone, so they never joined.
+    pub stranded: usize,
+    pub had_partition: bool,
+    pub last_entry: Duration,
+    pub trace_hash: u64,
+    pub trace: Vec<String>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && (self.unserved.is_empty() || self.quorum_lost)
+    }
+}
+
+pub struct World {
+    config: SimConfig,
+    now: Duration,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Scheduled>>,
+    slots: Vec<Slot>,
+    net: Network,
+    rng: SmallRng,
+    oracle: Oracle,
+    skipped_faults: u64,
+    had_partition: bool,
+    last_entry: Duration,
+    hasher: std::collections::hash_map::DefaultHasher,
+    trace: Vec<String>,
+}
+
+pub fn slot_addr(slot: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7000 + slot as u16))
+}
+
+fn slot_of(addr: SocketAddr) -> Option<usize> {
+    (addr.port() as usize).checked_sub(7000)
+}
+
+impl World {
+    pub fn new(config: SimConfig) -> Self {
+        let slots = (0..config.slots).map(|_| Slot::default()).collect();
+        Self {
+            rng: SmallRng::seed_from_u64(config.seed),
+            now: Duration::ZERO,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            slots,
+            net: Network::default(),
+            oracle: Oracle::default(),
+            skipped_faults: 0,
+            had_partition: false,
+            last_entry: Duration::ZERO,
+            hasher: std::collections::hash_map::DefaultHasher::new(),
+            trace: Vec::new(),
+            config,
+        }
+    }
+
+    pub fn schedule(&mut self, at: Duration, action: Action) {
+        self.push(at, Happening::Action(action));
+    }
+
+    fn push(&mut self, at: Duration, what: Happening) {
+        self.seq += 1;
+        self.queue.push(Reverse(Scheduled {
+            at,
+            seq: self.seq,
+            what,
+        }));
+    }
+
+    fn process_of(&self, slot: usize) -> Option<ProcessId> {
+        self.slots.get(slot)?.node.as_ref().map(Node::me)
+    }
+
+    fn running(&self, process: &ProcessId) -> bool {
+        slot_of(process.addr).and_then(|s| self.process_of(s)) == Some(*process)
+    }
+
+    /// Run until `until`, then check liveness and report.
+    pub fn run(mut self, until: Duration) -> Report {
+        while let Some(Reverse(next)) = self.queue.pop() {
+            if next.at > until {
+                break;
+            }
+            self.now = next.at;
+            self.happen(next.what);
+        }
+        self.now = until;
+        self.finish()
+    }
+
+    fn happen(&mut self, what: Happening) {
+        match what {
+            Happening::Input {
+                slot,
+                process,
+                input,
+            } => {
+                if process.is_some() && self.process_of(slot) != process {
+                    return;
+                }
+                self.deliver(slot, input);
+            }
+            Happening::StreamArrival {
+                key,
+                generation,
+                envelope,
+            } => match self
+                .net
+                .stream_arrival(&self.config.net, self.now, key, generation)
+            {
+                Some(Fate::Deliver { .. }) => {
+                    if let Some(slot) = slot_of(key.to) {
+                        self.deliver(slot, Input::Message(envelope));
+                    }
+                }
+                Some(Fate::Broken { reconnect_at }) => {
+                    self.push(reconnect_at, Happening::Reconnect { key })
+                }
+                Some(Fate::Queued) | None => {}
+            },
+            Happening::Action(action) => self.act(action),
+            Happening::Resume { slot } => self.resume(slot),
+            Happening::Reconnect { key } => self.reconnect(key),
+        }
+    }
+
+    /// A broken stream comes back once the path is clear: the sender flushes what
+    /// it queued meanwhile and hears that earlier messages may be lost.
+    fn reconnect(&mut self, key: StreamKey) {
+        if !self.running(&key.from) {
+            return;
+        }
+        match self.net.reconnect(key) {
+            None => self.push(
+                self.now + Duration::from_secs(1),
+                Happening::Reconnect { key },
+            ),
+            Some(queued) => {
+                for envelope in queued {
+                    self.transmit(envelope);
+                }
+                if let Some(slot) = slot_of(key.from.addr) {
+                    self.push(
+                        self.now,
+                        Happening::Input {
+                            slot,
+                            process: Some(key.from),
+                            input: Input::Reconnected { peer: key.to },
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, slot: usize, input: Input) {
+        let Some(state) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if state.paused_until.is_some() {
+            state.paused_inbox.push(input);
+            return;
+        }
+        let Some(node) = state.node.as_mut() else {
+            return;
+        };
+        node.handle(self.now, input);
+        self.collect(slot);
+    }
+
+    fn collect(&mut self, slot: usize) {
+        let Some(node) = self.slots[slot].node.as_mut() else {
+            return;
+        };
+        let me = node.me();
+        let outputs: Vec<Output> = node.drain_outputs().collect();
+        for output in outputs {
+            match output {
+                Output::Datagram { to, data } => {
+                    let arrivals =
+                        self.net
+                            .datagram(&self.config.net, &mut self.rng, self.now, me.addr, to);
+                    if std::env::var("RA_SIM_TRACE").as_deref() == Ok("2") {
+                        self.trace.push(format!(
+                            "{:>10.3}s {me}: datagram to {to}, {} bytes, arrives {arrivals:?}",
+                            self.now.as_secs_f64(),
+                            data.len()
+                        ));
+                    }
+                    if let Some(target) = slot_of(to) {
+                        for at in arrivals {
+                            self.push(
+                                at,
+                                Happening::Input {
+                                    slot: target,
+                                    process: None,
+                                    input: Input::Datagram {
+                                        from: me.addr,
+                                        data: data.clone(),
+                                    },
+                                },
+                            );
+                        }
+                    }
+                }
+                Output::Message(envelope) => self.send(envelope),
+                Output::Timer { at, timer } => self.push(
+                    at,
+                    Happening::Input {
+                        slot,
+                        process: Some(me),
+                        input: Input::Timer(timer),
+                    },
+                ),
+                Output::Event(event) => self.observe(me, &event),
+                Output::Left => {
+                    self.oracle.on_stop(me);
+                    self.slots[slot].node = None;
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, envelope: Envelope) {
+        // Every message goes through the real wire format, so a conversion bug
+        // shows up here too.
+        let envelope = match crate::wire::roundtrip(&envelope) {
+            Ok(e) => e,
+            Err(e) => {
+                self.oracle.violations.push(format!(
+                    "{envelope:?} does not survive the wire format: {e}"
+                ));
+                return;
+            }
+        };
+        self.transmit(envelope);
+    }
+
+    fn transmit(&mut self, envelope: Envelope) {
+        let key = StreamKey {
+            from: envelope.from,
+            to: envelope.to.addr,
+        };
+        match self
+            .net
+            .stream_send(&self.config.net, &mut self.rng, self.now, key, &envelope)
+        {
+            Fate::Deliver { at, generation } => self.push(
+                at,
+                Happening::StreamArrival {
+                    key,
+                    generation,
+                    envelope,
+                },
+            ),
+            Fate::Broken { reconnect_at } => self.push(reconnect_at, Happening::Reconnect { key }),
+            Fate::Queued => {}
+        }
+    }
+
+    fn observe(&mut self, at: ProcessId, event: &Event) {
+        let line = format!("{:>10.3}s {at}: {event:?}", self.now.as_secs_f64());
+        line.hash(&mut self.hasher);
+        if self.config.trace {
+            self.trace.push(line);
+        }
+        if let Event::Enter { .. } = event {
+            self.last_entry = self.now;
+            if !self.reaches_quorum(at) {
+                self.oracle.note_minority_entry();
+            }
+        }
+        let running: BTreeSet<ProcessId> = if matches!(
+            event,
+            Event::MemberFailed { .. } | Event::ViewInstalled { .. }
+        ) {
+            self.slots
+                .iter()
+                .filter_map(|s| s.node.as_ref().map(Node::me))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let cluster = slot_of(at.addr)
+            .and_then(|s| self.slots.get(s)?.node.as_ref()?.view())
+            .map(|v| v.cluster);
+        self.oracle
+            .on_event(self.now, at, cluster, event, |p| running.contains(p));
+    }
+
+    /// The newest active set any running process knows.
+    fn latest_view(&self) -> Option<ActiveSet> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.node.as_ref()?.view().cloned())
+            .max_by_key(|v| (v.cluster.seat_key(), std::cmp::Reverse(v.epoch)))
+            .and_then(|oldest_cluster| {
+                self.slots
+                    .iter()
+                    .filter_map(|s| s.node.as_ref()?.view().cloned())
+                    .filter(|v| v.same_cluster(&oldest_cluster))
+                    .max_by_key(|v| v.epoch)
+            })
+    }
+
+    /// Whether `process` can talk both ways with a quorum of the newest active set
+    /// (running, unpaused members, no cut either way).
+    fn reaches_quorum(&self, process: ProcessId) -> bool {
+        let Some(view) = self.latest_view() else {
+            return false;
+        };
+        let reachable: BTreeSet<ProcessId> = view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| {
+                *m == process
+                    || (self.running(m)
+                        && slot_of(m.addr).is_some_and(|s| self.slots[s].paused_until.is_none())
+                        && !self.net.is_cut(process.addr, m.addr)
+                        && !self.net.is_cut(m.addr, process.addr))
+            })
+            .collect();
+        view.is_quorum(&reachable)
+    }
+
+    /// Whether losing `slot` now would leave every known active set with a quorum
+    /// of healthy members (so the cluster can still move on).
+    fn can_lose(&self, slot: usize) -> bool {
+        let Some(process) = self.process_of(slot) else {
+            return true;
+        };
+        let healthy = |p: &ProcessId| {
+            *p != process
+                && self.running(p)
+                && slot_of(p.addr).is_some_and(|s| self.slots[s].paused_until.is_none())
+        };
+        let mut sets: Vec<Vec<ProcessId>> = Vec::new();
+        for node in self.slots.iter().filter_map(|s| s.node.as_ref()) {
+            if let Some(view) = node.view() {
+                sets.push(view.members.clone());
+            }
+        }
+        if sets.iter().all(|members| !members.contains(&process)) {
+            return true;
+        }
+        // Losing a member is safe for liveness only when every member of every
+        // known set is healthy otherwise and nothing is cut.
+        !self.net.has_cuts() && sets.iter().flatten().all(|p| *p == process || healthy(p))
+    }
+
+    fn act(&mut self, action: Action) {
+        if self.config.trace {
+            self.trace
+                .push(format!("{:>10.3}s ** {action:?}", self.now.as_secs_f64()));
+        }
+        match action {
+            Action::Start { slot, seeds } => self.start(slot, seeds),
+            Action::Request { slot, count } => {
+                for _ in 0..count {
+                    self.deliver(slot, Input::RequestCs);
+                }
+            }
+            Action::Leave { slot } => {
+                if self.config.keep_quorum && !self.can_lose(slot) {
+                    self.skipped_faults += 1;
+                    return;
+                }
+                self.deliver(slot, Input::Leave);
+            }
+            Action::Crash { slot } => {
+                if self.config.keep_quorum && !self.can_lose(slot) {
+                    self.skipped_faults += 1;
+                    return;
+                }
+                if let Some(node) = self.slots.get_mut(slot).and_then(|s| s.node.take()) {
+                    self.slots[slot].paused_until = None;
+                    self.slots[slot].paused_inbox.clear();
+                    self.oracle.on_stop(node.me());
+                }
+            }
+            Action::Pause { slot, duration } => {
+                if self.config.keep_quorum && !self.can_lose(slot) {
+                    self.skipped_faults += 1;
+                    return;
+                }
+                if let Some(state) = self.slots.get_mut(slot)
+                    && state.node.is_some()
+                    && state.paused_until.is_none()
+                {
+                    state.paused_until = Some(self.now + duration);
+                    self.push(self.now + duration, Happening::Resume { slot });
+                }
+            }
+            Action::Cut { from, to } => {
+                self.had_partition = true;
+                for f in &from {
+                    for t in &to {
+                        if f != t {
+                            self.net.cut(slot_addr(*f), slot_addr(*t));
+                        }
+                    }
+                }
+            }
+            Action::Heal => self.net.heal(),
+            Action::BreakStreams { slot } => {
+                if let Some(process) = self.process_of(slot) {
+                    for peer in 0..self.slots.len() {
+                        let key = StreamKey {
+                            from: process,
+                            to: slot_addr(peer),
+                        };
+                        if let Fate::Broken { reconnect_at } =
+                            self.net.break_stream(&self.config.net, self.now, key)
+                        {
+                            self.push(reconnect_at, Happening::Reconnect { key });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, slot: usize, seeds: Vec<usize>) {
+        if slot >= self.slots.len() || self.slots[slot].node.is_some() {
+            return;
+        }
+        // The incarnation is the start time, as in production: a restart is later.
+        let incarnation = 1_700_000_000_000_000 + self.now.as_micros() as u64 + slot as u64;
+        let process = ProcessId::new(slot_addr(slot), incarnation);
+        let seeds = seeds
+            .into_iter()
+            .filter(|s| *s != slot)
+            .map(slot_addr)
+            .collect();
+        let node_seed = self.rng.random::<u64>();
+        let node = Node::new(
+            process,
+            seeds,
+            self.config.settings.clone(),
+            node_seed,
+            self.now,
+        );
+        let state = &mut self.slots[slot];
+        state.node = Some(node);
+        state.started_once = true;
+        self.collect(slot);
+    }
+
+    fn resume(&mut self, slot: usize) {
+        let Some(state) = self.slots.get_mut(slot) else {
+            return;
+        };
+        state.paused_until = None;
+        let inbox = std::mem::take(&mut state.paused_inbox);
+        for input in inbox {
+            self.deliver(slot, input);
+        }
+    }
+
+    fn finish(mut self) -> Report {
+        // A spectator waits for a seat by design while every seat is held by a
+        // live member; anyone else still waiting is a liveness failure.
+        let latest = self.latest_view();
+        let seats_all_taken = latest.as_ref().is_some_and(|v| {
+            v.members.len() >= v.max_active as usize && v.members.iter().all(|m| self.running(m))
+        });
+        let mut unserved = Vec::new();
+        let mut spectators_waiting = 0;
+        let mut stranded = 0;
+        for state in &self.slots {
+            if let Some(node) = &state.node {
+                let outstanding = node.outstanding_requests();
+                let seated = latest.as_ref().is_some_and(|v| v.contains(&node.me()));
+                if outstanding == 0 {
+                    continue;
+                }
+                // Every seed it was given is gone for good: it cannot join, as
+                // designed (it keeps trying and logs that it does).
+                let seeds_gone = node.view().is_none()
+                    && state
+                        .seeds
+                        .iter()
+                        .all(|s| self.slots.get(*s).is_none_or(|seed| seed.node.is_none()));
+                if seeds_gone {
+                    stranded += outstanding;
+                } else if !seated && seats_all_taken {
+                    spectators_waiting += outstanding;
+                } else {
+                    unserved.push((node.me(), outstanding));
+                }
+            }
+        }
+        let quorum_lost = self.latest_view().is_some_and(|view| {
+            let alive: BTreeSet<ProcessId> = view
+                .members
+                .iter()
+                .copied()
+                .filter(|m| self.running(m))
+                .collect();
+            !view.is_quorum(&alive)
+        });
+        if !unserved.is_empty() && !quorum_lost {
+            let list: Vec<String> = unserved.iter().map(|(p, n)| format!("{p}: {n}")).collect();
+            self.oracle.violations.push(format!(
+                "requests still unserved {:?} after the last fault healed: {}",
+                self.config.liveness_bound,
+                list.join(", ")
+            ));
+        }
+        Report {
+            seed: self.config.seed,
+            stats: self.oracle.stats.clone(),
+            violations: std::mem::take(&mut self.oracle.violations),
+            unserved,
+            quorum_lost,
+            skipped_faults: self.skipped_faults,
+            spectators_waiting,
+            stranded,
+            had_partition: self.had_partition,
+            last_entry: self.last_entry,
+            trace_hash: self.hasher.finish(),
+            trace: self.trace,
+        }
+    }
+
+    /// Holders right now (for scenario checks).
+    pub fn holders(&self) -> Vec<ProcessId> {
+        self.oracle.holders().into_iter().map(|(p, _)| p).collect()
+    }
+}
