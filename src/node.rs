@@ -315,6 +315,7 @@ impl Node {
         }
         match input {
             Input::Datagram { from, data } => {
+                self.answer_old_incarnation(&data);
                 if let Err(e) = self.swim.handle_data(&data, &mut self.swim_io) {
                     self.emit(Event::Dropped {
                         what: "datagram",
@@ -348,6 +349,18 @@ impl Node {
             if self.loopback.is_empty() && self.swim_io.backlog() == 0 {
                 break;
             }
+        }
+    }
+
+    /// A datagram for an earlier process at our address means its cluster is out
+    /// there and has not noticed the restart: announce to the sender now rather
+    /// than wait to be found (or, with no seeds, found a second cluster).
+    fn answer_old_incarnation(&mut self, data: &[u8]) {
+        let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data) else {
+            return;
+        };
+        if header.dst.process.addr == self.me.addr && header.dst.process != self.me {
+            let _ = self.swim.announce(header.src, &mut self.swim_io);
         }
     }
 
@@ -885,6 +898,15 @@ impl Node {
         let Some(view) = self.view.clone() else {
             return;
         };
+        if self.settings.mutations.local_views {
+            // Broken on purpose (tests only): every node installs the set its own
+            // member list suggests, with no agreement, as naive designs do.
+            let wanted = view.desired_members(|p| self.keeps_seat(p), &self.spectators());
+            if wanted != view.members && !wanted.is_empty() {
+                self.install(view.successor(wanted), ViewSource::Decided);
+            }
+            return;
+        }
         if !view.contains(&self.me) || self.proposal.is_some() || self.now < self.next_proposal_at {
             return;
         }

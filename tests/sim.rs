@@ -8,8 +8,12 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ra::sim::Report;
+use ra::event::Event;
+use ra::protocol::ids::ProcessId;
+use ra::protocol::mutex::{Fence, Mutations};
+use ra::sim::schedule::Schedule;
 use ra::sim::schedule::{self, Mix};
+use ra::sim::{Report, scenarios, slot_addr};
 
 fn env_u64(name: &str) -> Option<u64> {
     let value = std::env::var(name).ok()?;
@@ -94,6 +98,21 @@ fn check(test: &str, mix: Mix, default_count: u64) -> Summary {
             .unwrap_or(0),
         total(|r| r.stats.mutex_messages) as f64 / total(|r| r.stats.entries).max(1) as f64,
     );
+    let examples = |what: &str, pick: fn(&Report) -> bool| {
+        let seeds: Vec<String> = summary
+            .reports
+            .iter()
+            .filter(|r| pick(r))
+            .take(5)
+            .map(|r| r.seed.to_string())
+            .collect();
+        if !seeds.is_empty() {
+            println!("  {what}, for example seeds {}", seeds.join(", "));
+        }
+    };
+    examples("fenced overlaps", |r| r.stats.fenced_overlaps > 0);
+    examples("split-cluster overlaps", |r| r.stats.split_overlaps > 0);
+    examples("minority entries", |r| r.stats.minority_entries > 0);
     for report in &failed {
         println!("\nFAILED seed {}:", report.seed);
         for violation in &report.violations {
@@ -123,5 +142,285 @@ fn check(test: &str, mix: Mix, default_count: u64) -> Summary {
 
 #[test]
 fn random_schedules() {
-    check("random_schedules", Mix::Everything, 2000);
+    check("random_schedules", Mix::Everything, 10_000);
+}
+
+/// Run a named scenario; print its trace if it fails.
+fn run_scenario(name: &str, schedule: Schedule) -> Report {
+    let report = schedule.run();
+    if !report.passed() {
+        for line in &report.trace {
+            println!("{line}");
+        }
+        panic!(
+            "{name}: {:?}, unserved {:?}",
+            report.violations, report.unserved
+        );
+    }
+    report
+}
+
+fn at_slot(slot: usize) -> impl Fn(&ProcessId) -> bool {
+    move |p| p.addr == slot_addr(slot)
+}
+
+/// When each process in `slot` entered, with its fence.
+fn entries(report: &Report, slot: usize) -> Vec<(Duration, Fence)> {
+    report
+        .events
+        .iter()
+        .filter(|(_, p, _)| at_slot(slot)(p))
+        .filter_map(|(t, _, e)| match e {
+            Event::Enter { fence, .. } => Some((*t, *fence)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn first_time(report: &Report, slot: usize, pick: impl Fn(&Event) -> bool) -> Option<Duration> {
+    report
+        .events
+        .iter()
+        .find(|(_, p, e)| at_slot(slot)(p) && pick(e))
+        .map(|(t, _, _)| *t)
+}
+
+#[test]
+fn scenario_view_divergence() {
+    let report = run_scenario("view_divergence", scenarios::view_divergence());
+    let (r1, r2) = (1, 3);
+    // r1 kept its seat: it was served right away, not pushed out by older b and r2.
+    let r1_entry = entries(&report, r1)
+        .first()
+        .map(|(t, _)| *t)
+        .expect("r1 entered");
+    let r1_left = first_time(&report, r1, |e| matches!(e, Event::Left)).expect("r1 left");
+    assert!(r1_entry < r1_left);
+    // r2 waited as a spectator and got in only after r1 gave up its seat.
+    assert!(first_time(&report, r2, |e| matches!(e, Event::WaitingForSeat { .. })).is_some());
+    let r2_entry = entries(&report, r2)
+        .first()
+        .map(|(t, _)| *t)
+        .expect("r2 entered");
+    assert!(
+        r2_entry > r1_left,
+        "r2 entered at {r2_entry:?}, before r1 left at {r1_left:?}"
+    );
+    // Evicted while paused and then unable to hear, r2 asked under its stale set:
+    // it was refused until the partition healed, while a went on.
+    let heal = Duration::from_secs(16);
+    let r2_again = entries(&report, r2)
+        .get(1)
+        .map(|(t, _)| *t)
+        .expect("r2 served again");
+    assert!(
+        r2_again > heal,
+        "r2 entered at {r2_again:?} under a stale active set"
+    );
+    let a_again = entries(&report, 0)
+        .get(1)
+        .map(|(t, _)| *t)
+        .expect("a served again");
+    assert!(a_again < heal, "a waited for the partition to heal");
+    assert_eq!(report.stats.entries, 6);
+}
+
+#[test]
+fn scenario_view_divergence_without_the_view_check_is_caught() {
+    let mut schedule = scenarios::view_divergence();
+    schedule.config.settings.mutations = Mutations {
+        skip_view_check: true,
+        ..Mutations::default()
+    };
+    let report = schedule.run();
+    let granted_outside_epoch = report
+        .violations
+        .iter()
+        .any(|v| v.contains("while itself in epoch"));
+    assert!(
+        granted_outside_epoch,
+        "the broken rule went unnoticed: {:?}",
+        report.violations
+    );
+}
+
+#[test]
+fn scenario_holder_crashes_in_cs() {
+    let report = run_scenario("holder_crashes_in_cs", scenarios::holder_crashes_in_cs());
+    let crashed = entries(&report, 1);
+    assert_eq!(crashed.len(), 1, "the holder entered once, then was killed");
+    let crash_fence = crashed[0].1;
+    for slot in [0, 2] {
+        let served = entries(&report, slot);
+        assert_eq!(served.len(), 1, "slot {slot} served once");
+        let (when, fence) = served[0];
+        assert!(
+            when > Duration::from_secs(7),
+            "slot {slot} entered at {when:?}, while the holder was alive"
+        );
+        assert!(
+            fence > crash_fence,
+            "fence {fence:?} not above the crashed holder's {crash_fence:?}"
+        );
+    }
+}
+
+#[test]
+fn scenario_join_during_contention() {
+    let report = run_scenario(
+        "join_during_contention",
+        scenarios::join_during_contention(),
+    );
+    let joiner = report
+        .events
+        .iter()
+        .find_map(|(_, p, e)| at_slot(3)(p).then_some(*p))
+        .expect("the joiner ran");
+    let asked_again = report.events.iter().any(
+        |(_, _, e)| matches!(e, Event::Reissued { awaiting, .. } if awaiting.contains(&joiner)),
+    );
+    assert!(
+        asked_again,
+        "no pending request was asked again to include the joiner"
+    );
+    assert_eq!(entries(&report, 3).len(), 1, "the joiner was served");
+}
+
+#[test]
+fn scenario_leave_with_deferred_replies() {
+    let report = run_scenario(
+        "leave_with_deferred_replies",
+        scenarios::leave_with_deferred_replies(),
+    );
+    let exit =
+        first_time(&report, 0, |e| matches!(e, Event::Exit { .. })).expect("the leaver exited");
+    let next = entries(&report, 1)
+        .into_iter()
+        .chain(entries(&report, 2))
+        .map(|(t, _)| t)
+        .min()
+        .expect("a waiter entered");
+    assert!(
+        next - exit < Duration::from_millis(100),
+        "the next holder waited {:?} after the leaver's exit",
+        next - exit
+    );
+    for slot in [1, 2] {
+        assert!(first_time(&report, slot, |e| matches!(e, Event::MemberLeft { .. })).is_some());
+        assert!(first_time(&report, slot, |e| matches!(e, Event::MemberFailed { .. })).is_none());
+    }
+}
+
+#[test]
+fn scenario_restart_while_request_waits() {
+    let report = run_scenario(
+        "restart_while_request_waits",
+        scenarios::restart_while_request_waits(),
+    );
+    assert_eq!(
+        entries(&report, 0).len(),
+        1,
+        "the waiting request was served"
+    );
+    let removed_old = report.events.iter().any(|(_, _, e)| {
+        matches!(e, Event::ViewInstalled { removed, .. } if removed.iter().any(|p| p.addr == slot_addr(1)))
+    });
+    assert!(
+        removed_old,
+        "the old incarnation was never removed from the active set"
+    );
+}
+
+#[test]
+fn scenario_minority_waits() {
+    let report = run_scenario("minority_waits", scenarios::minority_waits());
+    assert_eq!(report.stats.minority_entries, 0);
+    let cut_off = entries(&report, 2);
+    assert_eq!(cut_off.len(), 1);
+    assert!(
+        cut_off[0].0 > Duration::from_secs(12),
+        "entered at {:?}, before the partition healed",
+        cut_off[0].0
+    );
+    assert!(
+        !entries(&report, 0).is_empty() && !entries(&report, 1).is_empty(),
+        "the majority stalled"
+    );
+}
+
+#[test]
+fn scenario_quorum_lost_waits() {
+    let report = quorum_lost_report();
+    assert!(report.quorum_lost);
+    assert!(
+        entries(&report, 2).is_empty(),
+        "the survivor entered without a quorum"
+    );
+}
+
+fn quorum_lost_report() -> Report {
+    scenarios::quorum_lost_waits().run()
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let first = schedule::random(4242, Mix::Everything).run();
+    let again = schedule::random(4242, Mix::Everything).run();
+    let other = schedule::random(4243, Mix::Everything).run();
+    assert_eq!(first.trace_hash, again.trace_hash);
+    assert_ne!(first.trace_hash, other.trace_hash);
+}
+
+#[test]
+fn partition_schedules() {
+    let summary = check("partition_schedules", Mix::Partitions, 2000);
+    assert!(summary.reports.iter().all(|r| r.had_partition));
+}
+
+/// The simulator must catch each classic mistake, switched on behind a test-only
+/// flag, within the default run.
+#[test]
+fn broken_rules_are_caught() {
+    // (name, the switch, what must show up)
+    let broken: [(&str, Mutations, &str); 3] = [
+        (
+            "granting without the view check",
+            Mutations {
+                skip_view_check: true,
+                ..Mutations::default()
+            },
+            "while itself in epoch",
+        ),
+        (
+            "comparing the current clock",
+            Mutations {
+                compare_current_clock: true,
+                ..Mutations::default()
+            },
+            "held the critical section",
+        ),
+        (
+            // The naive rule of the guide's section 3: each node derives the active
+            // set from its own member list. Two nodes really do enter together.
+            "active sets without agreement",
+            Mutations {
+                local_views: true,
+                ..Mutations::default()
+            },
+            "held the critical section",
+        ),
+    ];
+    for (name, mutations, symptom) in broken {
+        let caught = (1..=2000u64).find(|seed| {
+            let mut schedule = schedule::random(*seed, Mix::Everything);
+            schedule.config.settings.mutations = mutations;
+            schedule
+                .run()
+                .violations
+                .iter()
+                .any(|v| v.contains(symptom))
+        });
+        println!("{name}: caught by seed {caught:?}");
+        assert!(caught.is_some(), "{name} was not caught in 2000 schedules");
+    }
 }

@@ -82,7 +82,9 @@ impl SwimSettings {
             }),
             periodic_announce_to_down_members: Some(foca::PeriodicParams {
                 frequency: self.announce_to_down_every,
-                num_members: nonzero(2),
+                // All of them, in a small cluster: a restarted founder (which has no
+                // seeds) must hear from its old cluster before it founds a new one.
+                num_members: nonzero(16),
             }),
             periodic_gossip: Some(foca::PeriodicParams {
                 frequency: self.gossip_every,

@@ -112,6 +112,9 @@ pub struct Mutations {
     /// Grant requests made under another epoch instead of answering with the
     /// newer view (the view check switched off).
     pub skip_view_check: bool,
+    /// Derive the active set from each node's own member list, without the
+    /// Paxos agreement: the naive rule of the guide's view-divergence schedule.
+    pub local_views: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -358,6 +361,7 @@ mod tests {
     const NONE: Mutations = Mutations {
         compare_current_clock: false,
         skip_view_check: false,
+        local_views: false,
     };
 
     /// The defer rule as a table: (state of the replier, incoming timestamp and

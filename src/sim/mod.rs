@@ -7,4 +7,5 @@ pub mod world;
 
 pub use network::NetConfig;
 pub use world::{Action, Report, SimConfig, World, slot_addr};
+pub mod scenarios;
 pub mod schedule;

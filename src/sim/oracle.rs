@@ -9,11 +9,12 @@
 //!   the stale one. Such overlaps are counted, not hidden.
 //! - Fencing: each entry's fence is larger than the previous entry's, unless the
 //!   later entry is by a stale holder.
+//! - The view check: a reply is only ever sent under the replier's own epoch.
 //! - Bounded waiting: while the active set stays the same, a request is overtaken
 //!   at most twice by each other member (once by a request stamped before it, once
 //!   by one stamped after it but granted before it reached the granter).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use crate::protocol::mutex::Fence;
 #[derive(Clone, Debug)]
 struct Holder {
     process: ProcessId,
+    request_id: u64,
     cluster: Option<ProcessId>,
     fence: Fence,
     since: Duration,
@@ -64,6 +66,11 @@ pub struct Oracle {
     /// For each process removed from the active set while it ran: the latest
     /// epoch decided without it so far.
     evicted: BTreeMap<ProcessId, u64>,
+    /// The epoch each process has installed, from its own events.
+    epoch_of: BTreeMap<ProcessId, u64>,
+    /// Requests granted by a reply outside the replier's epoch: their holders
+    /// are never excused as stale.
+    bad_grants: BTreeSet<(ProcessId, u64)>,
     pub stats: Stats,
     pub violations: Vec<String>,
 }
@@ -88,16 +95,35 @@ impl Oracle {
             Event::ViewInstalled {
                 epoch,
                 removed,
-                source: ViewSource::Decided,
+                source,
                 ..
             } => {
                 self.stats.view_changes += 1;
-                for member in removed.iter().filter(|m| running(m)) {
-                    let latest = self.evicted.entry(*member).or_insert(*epoch);
-                    *latest = (*latest).max(*epoch);
+                self.epoch_of.insert(at, *epoch);
+                if *source == ViewSource::Decided {
+                    for member in removed.iter().filter(|m| running(m)) {
+                        let latest = self.evicted.entry(*member).or_insert(*epoch);
+                        *latest = (*latest).max(*epoch);
+                    }
                 }
             }
-            Event::ViewInstalled { .. } => self.stats.view_changes += 1,
+            Event::ReplySent {
+                to,
+                epoch,
+                request_id,
+                ..
+            } => {
+                self.stats.mutex_messages += 1;
+                // The view check as an invariant: permission is only ever given
+                // under the epoch the replier itself is in.
+                let own = self.epoch_of.get(&at).copied();
+                if own != Some(*epoch) {
+                    self.bad_grants.insert((*to, *request_id));
+                    self.violations.push(format!(
+                        "{at} replied to {to} under epoch {epoch} while itself in epoch {own:?}"
+                    ));
+                }
+            }
             Event::RequestIssued {
                 request_id,
                 awaiting,
@@ -124,7 +150,7 @@ impl Oracle {
             Event::Withdrawn { request_id, .. } => {
                 self.requests.remove(&(at, *request_id));
             }
-            Event::RequestSent { .. } | Event::ReplySent { .. } => self.stats.mutex_messages += 1,
+            Event::RequestSent { .. } => self.stats.mutex_messages += 1,
             Event::Enter {
                 request_id, fence, ..
             } => self.on_enter(now, at, cluster, *request_id, *fence),
@@ -141,11 +167,13 @@ impl Oracle {
         self.requests.retain(|(p, _), _| *p != process);
     }
 
-    /// Entered under an epoch older than a set that had evicted it while it ran.
-    fn stale(&self, process: ProcessId, fence: Fence) -> bool {
+    /// Entered under an epoch older than a set that had evicted it while it ran,
+    /// with permission given properly under that older epoch.
+    fn stale(&self, process: ProcessId, request_id: u64, fence: Fence) -> bool {
         self.evicted
             .get(&process)
             .is_some_and(|epoch| fence.epoch < *epoch)
+            && !self.bad_grants.contains(&(process, request_id))
     }
 
     pub fn note_minority_entry(&mut self) {
@@ -161,7 +189,7 @@ impl Oracle {
         fence: Fence,
     ) {
         self.stats.entries += 1;
-        let me_suspect = self.stale(at, fence);
+        let me_suspect = self.stale(at, request_id, fence);
         for (other, holder) in self.holders.clone() {
             if other == at {
                 continue;
@@ -170,7 +198,7 @@ impl Oracle {
                 self.stats.split_overlaps += 1;
                 continue;
             }
-            let other_suspect = self.stale(other, holder.fence);
+            let other_suspect = self.stale(other, holder.request_id, holder.fence);
             let mut line = format!(
                 "{at} entered (fence {fence}) while {other} held the critical section since {:?} (fence {})",
                 holder.since, holder.fence
@@ -210,6 +238,7 @@ impl Oracle {
             at,
             Holder {
                 process: at,
+                request_id,
                 cluster,
                 fence,
                 since: now,

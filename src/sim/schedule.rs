@@ -133,12 +133,14 @@ pub fn random(seed: u64, mix: Mix) -> Schedule {
     }
 
     let faults = rng.random_range(2..=6);
-    for _ in 0..faults {
+    for fault in 0..faults {
         let at = between(&mut rng, faults_start, faults_end - ms(500));
         let slot = rng.random_range(0..slots);
         let kind = match mix {
             Mix::Everything => rng.random_range(0..6),
-            Mix::Partitions => [3, 4, 5][rng.random_range(0..3)],
+            // At least one partition, then partitions and pauses.
+            Mix::Partitions if fault == 0 => 3,
+            Mix::Partitions => [3, 3, 4][rng.random_range(0..3)],
         };
         match kind {
             0 => {

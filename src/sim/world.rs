@@ -166,6 +166,8 @@ pub struct Report {
     pub last_entry: Duration,
     pub trace_hash: u64,
     pub trace: Vec<String>,
+    /// Every node event with its time, when tracing.
+    pub events: Vec<(Duration, ProcessId, Event)>,
 }
 
 impl Report {
@@ -188,6 +190,7 @@ pub struct World {
     last_entry: Duration,
     hasher: std::collections::hash_map::DefaultHasher,
     trace: Vec<String>,
+    events: Vec<(Duration, ProcessId, Event)>,
 }
 
 pub fn slot_addr(slot: usize) -> SocketAddr {
@@ -214,6 +217,7 @@ impl World {
             last_entry: Duration::ZERO,
             hasher: std::collections::hash_map::DefaultHasher::new(),
             trace: Vec::new(),
+            events: Vec::new(),
             config,
         }
     }
@@ -427,6 +431,7 @@ impl World {
         line.hash(&mut self.hasher);
         if self.config.trace {
             self.trace.push(line);
+            self.events.push((self.now, at, event.clone()));
         }
         if let Event::Enter { .. } = event {
             self.last_entry = self.now;
@@ -499,18 +504,24 @@ impl World {
                 && self.running(p)
                 && slot_of(p.addr).is_some_and(|s| self.slots[s].paused_until.is_none())
         };
-        let mut sets: Vec<Vec<ProcessId>> = Vec::new();
-        for node in self.slots.iter().filter_map(|s| s.node.as_ref()) {
-            if let Some(view) = node.view() {
-                sets.push(view.members.clone());
-            }
-        }
-        if sets.iter().all(|members| !members.contains(&process)) {
+        let sets: Vec<ActiveSet> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.node.as_ref()?.view().cloned())
+            .filter(|v| v.contains(&process))
+            .collect();
+        if sets.is_empty() {
             return true;
         }
-        // Losing a member is safe for liveness only when every member of every
-        // known set is healthy otherwise and nothing is cut.
-        !self.net.has_cuts() && sets.iter().flatten().all(|p| *p == process || healthy(p))
+        // Losing a member keeps the cluster live only when nothing is cut, every
+        // other member of every known set is healthy, and what remains of each
+        // set is still a quorum of it.
+        !self.net.has_cuts()
+            && sets.iter().all(|set| {
+                let rest: BTreeSet<ProcessId> =
+                    set.members.iter().copied().filter(healthy).collect();
+                rest.len() + 1 == set.members.len() && set.is_quorum(&rest)
+            })
     }
 
     fn act(&mut self, action: Action) {
@@ -685,6 +696,7 @@ impl World {
             last_entry: self.last_entry,
             trace_hash: self.hasher.finish(),
             trace: self.trace,
+            events: self.events,
         }
     }
 
