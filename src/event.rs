@@ -125,6 +125,8 @@ pub enum Event {
         request_id: u64,
         timestamp: u64,
         epoch: u64,
+        /// The timestamp of this node's own pending request, if it has one.
+        own_timestamp: Option<u64>,
         verdict: Verdict,
     },
     ReplySent {

@@ -12,3 +12,8 @@ pub mod node;
 pub mod protocol;
 pub mod sim;
 pub mod wire;
+pub mod cli;
+pub mod config;
+pub mod cs;
+pub mod runtime;
+pub mod tools;

@@ -1,1 +1,36 @@
-fn main() {}
+//! `ra`: parse the command line, set up logging, run. Nothing else.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use ra::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run_node(&cli.node),
+        Some(Command::Demo(args)) => ra::tools::demo::run(&args),
+        Some(Command::Check(args)) => ra::tools::check::run(&args),
+        Some(Command::Trace(args)) => ra::tools::trace::run(&args),
+        Some(Command::Bench(args)) => ra::tools::bench::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_node(args: &ra::cli::NodeArgs) -> anyhow::Result<ExitCode> {
+    let config = ra::config::resolve(args)?;
+    ra::runtime::log::init(config.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(ra::runtime::run(config))?;
+    Ok(ExitCode::SUCCESS)
+}

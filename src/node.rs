@@ -1139,7 +1139,11 @@ impl Node {
 
     fn report_waiting_for_seat(&mut self) {
         let line = self.spectators();
-        let position = line.iter().position(|p| *p == self.me).map_or(0, |i| i + 1);
+        let position = match self.view {
+            // Position 0: no cluster yet, so no line to stand in.
+            None => 0,
+            Some(_) => line.iter().position(|p| *p == self.me).map_or(0, |i| i + 1),
+        };
         if self.reported_position != Some(position) {
             self.reported_position = Some(position);
             self.emit(Event::WaitingForSeat {
@@ -1199,6 +1203,7 @@ impl Node {
             }
             mine.epoch
         };
+        let own_timestamp = self.ra.pending().map(|p| p.timestamp);
         let decision = self.ra.on_request(
             from,
             request_id,
@@ -1216,6 +1221,7 @@ impl Node {
             request_id,
             timestamp,
             epoch,
+            own_timestamp,
             verdict,
         });
         if decision == Decision::Grant {

@@ -1,0 +1,89 @@
+//! The critical section itself: a line on stdout, and optionally a line appended
+//! to a shared file, from which `ra check` proves that no two entries overlapped.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// One line of the shared file.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct CsRecord {
+    /// "enter" or "exit".
+    pub event: String,
+    pub node: String,
+    pub fence: u64,
+    pub lamport: u64,
+    pub unix_us: u64,
+    #[serde(default)]
+    pub epoch: u64,
+    #[serde(default)]
+    pub request_id: u64,
+    #[serde(default)]
+    pub pid: u32,
+}
+
+pub fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+pub struct CriticalSection {
+    node: SocketAddr,
+    file: Option<(PathBuf, File)>,
+}
+
+impl CriticalSection {
+    pub fn open(node: SocketAddr, path: Option<&Path>) -> Result<Self> {
+        let file = match path {
+            Some(path) => {
+                // O_APPEND: each line lands whole at the end, whoever else writes.
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("cannot open the critical-section file {}", path.display()))?;
+                Some((path.to_path_buf(), file))
+            }
+            None => None,
+        };
+        Ok(Self { node, file })
+    }
+
+    pub fn enter(&mut self, fence: u64, epoch: u64, lamport: u64, request_id: u64) {
+        println!("{} is in the critical section (fence {fence})", self.node);
+        self.append("enter", fence, epoch, lamport, request_id);
+    }
+
+    pub fn exit(&mut self, fence: u64, epoch: u64, lamport: u64, request_id: u64) {
+        println!("{} left the critical section (fence {fence})", self.node);
+        self.append("exit", fence, epoch, lamport, request_id);
+    }
+
+    fn append(&mut self, event: &str, fence: u64, epoch: u64, lamport: u64, request_id: u64) {
+        let Some((path, file)) = self.file.as_mut() else {
+            return;
+        };
+        let record = CsRecord {
+            event: event.to_string(),
+            node: self.node.to_string(),
+            fence,
+            lamport,
+            unix_us: unix_us(),
+            epoch,
+            request_id,
+            pid: std::process::id(),
+        };
+        let mut line = serde_json::to_string(&record).unwrap_or_default();
+        line.push('\n');
+        // One write call per line, so appends from several processes never interleave.
+        if let Err(e) = file.write_all(line.as_bytes()) {
+            tracing::error!(target: "ra", "cannot append to {}: {e}", path.display());
+        }
+    }
+}
