@@ -31,6 +31,9 @@ fn run_node(args: &ra::cli::NodeArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(ra::runtime::run(config))?;
+    let result = runtime.block_on(ra::runtime::run(config));
+    // The stdin reader blocks in a thread that would hold up a normal shutdown.
+    runtime.shutdown_background();
+    result?;
     Ok(ExitCode::SUCCESS)
 }

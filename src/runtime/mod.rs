@@ -56,9 +56,19 @@ pub struct NodeHandle {
     pub inbox: mpsc::Sender<Inbound>,
     pub stats: Arc<WireStats>,
     pub task: tokio::task::JoinHandle<Result<()>>,
+    /// The socket tasks, stopped with the node by `kill`.
+    helpers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl NodeHandle {
+    /// Stop at once, as SIGKILL would: no leave, no goodbye; the sockets close.
+    pub fn kill(&self) {
+        self.task.abort();
+        for helper in &self.helpers {
+            helper.abort();
+        }
+    }
+
     pub async fn input(&self, input: Input) -> Result<()> {
         self.inbox
             .send(Inbound::Input(input))
@@ -111,17 +121,21 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
 
     let (inbox_tx, inbox_rx) = mpsc::channel::<Inbound>(8192);
     let udp = Arc::new(udp);
-    tokio::spawn(receive_datagrams(udp.clone(), inbox_tx.clone(), config.settings.swim.max_packet_size));
+    let mut helpers = vec![tokio::spawn(receive_datagrams(
+        udp.clone(),
+        inbox_tx.clone(),
+        config.settings.swim.max_packet_size,
+    ))];
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let server_inbox = inbox_tx.clone();
-    tokio::spawn(async move {
+    helpers.push(tokio::spawn(async move {
         let shutdown = async {
             let _ = server_stopped.await;
         };
         if let Err(e) = transport::serve(tcp, server_inbox, shutdown).await {
             tracing::error!(target: "ra", "the gRPC server stopped: {e}");
         }
-    });
+    }));
     if options.console {
         tokio::spawn(read_console(inbox_tx.clone()));
     }
@@ -159,6 +173,7 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
         inbox: inbox_tx,
         stats,
         task,
+        helpers,
     })
 }
 
