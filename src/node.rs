@@ -911,6 +911,11 @@ impl Node {
             return;
         }
         let wanted = view.desired_members(|p| self.keeps_seat(p), &self.spectators());
+        if wanted.is_empty() && matches!(self.life, Life::Leaving { .. }) {
+            // The last member leaves: there is no one to hand the seat to.
+            self.finish_leave();
+            return;
+        }
         if wanted == view.members || wanted.is_empty() {
             self.change_wanted_since = None;
             return;

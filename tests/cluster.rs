@@ -131,3 +131,26 @@ fn sigterm_leaves_gracefully_and_a_restart_rejoins() {
         last_active_set(&a).contains(&c.addr()) && last_active_set(&c).len() == 3
     });
 }
+
+#[test]
+fn a_one_second_stall_is_not_a_failure() {
+    let scratch = Scratch::new("stall");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let a = Node::start(&scratch, ports[0], &[]);
+    let b = Node::start(&scratch, ports[1], &["--join", &format!(":{}", ports[0])]);
+    let c = Node::start(&scratch, ports[2], &["--join", &format!(":{}", ports[0])]);
+    wait_for("three in the active set", Duration::from_secs(15), || last_active_set(&a).len() == 3);
+    for _ in 0..3 {
+        c.signal(libc::SIGSTOP);
+        std::thread::sleep(Duration::from_secs(1));
+        c.signal(libc::SIGCONT);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    for node in [&a, &b] {
+        assert!(
+            !node.has_event(|e| event_is(e, "member_failed")),
+            "{} declared the stalled node failed",
+            node.addr()
+        );
+    }
+}

@@ -54,6 +54,7 @@ pub struct Line {
     pub remaining: Option<u64>,
     pub members: Option<String>,
     pub waited_ms: Option<f64>,
+    pub dropped: Option<u64>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -451,6 +452,7 @@ pub fn describe(me: ProcessId, event: &Event) -> Line {
             ..Line::default()
         },
         Event::Leaving { dropped_requests } => Line {
+            dropped: Some(*dropped_requests as u64),
             level: info,
             kind: "leaving",
             message: if *dropped_requests == 0 {
@@ -500,6 +502,7 @@ macro_rules! emit_at {
             remaining = $line.remaining,
             members = $line.members.as_deref(),
             waited_ms = $line.waited_ms,
+            dropped = $line.dropped,
             "{}",
             $line.message
         )

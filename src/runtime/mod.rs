@@ -208,8 +208,8 @@ impl Shell {
     }
 
     async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) -> Result<()> {
-        self.apply_outputs();
-        loop {
+        let mut left = self.apply_outputs();
+        while !left {
             let deadline = self.timers.next_deadline();
             tokio::select! {
                 next = inbox.recv() => match next {
@@ -228,16 +228,15 @@ impl Shell {
                     while let Some(timer) = self.timers.pop_due(now) {
                         let at = self.now();
                         self.node.handle(at, Input::Timer(timer));
-                        self.apply_outputs();
+                        left |= self.apply_outputs();
                     }
                 }
             }
-            if self.apply_outputs() {
-                // Give the last datagrams and messages (the leave) a moment to go out.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return Ok(());
-            }
+            left |= self.apply_outputs();
         }
+        // Give the last datagrams and messages (the leave) a moment to go out.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
     }
 
     /// Carry out what the node asked for; true once it has left.

@@ -184,7 +184,13 @@ impl pb::peer_server::Peer for PeerService {
                 },
                 Ok(None) => return Ok(Response::new(pb::StreamClosed {})),
                 Err(status) => {
-                    tracing::warn!(target: "ra", event = "dropped", peer = %from, "dropped a stream from {from}: {}", status.message());
+                    // A peer that exits or restarts cuts its stream: routine. Bytes
+                    // that do not decode are not.
+                    if status.message().contains("decode") {
+                        tracing::warn!(target: "ra", event = "dropped", peer = %from, "dropped a stream from {from}: {}", status.message());
+                    } else {
+                        tracing::debug!(target: "ra", peer = %from, "stream from {from} ended: {}", status.message());
+                    }
                     return Err(status);
                 }
             }

@@ -3,4 +3,5 @@
 pub mod bench;
 pub mod check;
 pub mod demo;
+pub mod time;
 pub mod trace;
