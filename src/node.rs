@@ -238,7 +238,7 @@ impl Node {
             reported_position: None,
             loopback: VecDeque::new(),
             last_answer: BTreeMap::new(),
-            rng: SmallRng::seed_from_u64(seed ^ 0x5eed_0f_7a),
+            rng: SmallRng::seed_from_u64(seed ^ 0x5eed_0f7a),
             out: Vec::new(),
             settings,
         };

@@ -11,11 +11,22 @@ use support::{Node, Scratch, event_is, free_port, last_active_set, ra, wait_for}
 
 /// Run `ra` with `args`; it must fail with exactly one line on stderr.
 fn fails_with(args: &[&str], expected: &str) {
-    let output = ra().args(args).stdin(Stdio::null()).output().expect("run ra");
+    let output = ra()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ra");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{args:?} succeeded");
-    assert!(stderr.contains(expected), "{args:?}: expected {expected:?} in {stderr:?}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: more than one line: {stderr:?}");
+    assert!(
+        stderr.contains(expected),
+        "{args:?}: expected {expected:?} in {stderr:?}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?}: more than one line: {stderr:?}"
+    );
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
 }
 
@@ -23,8 +34,14 @@ fn fails_with(args: &[&str], expected: &str) {
 fn bad_addresses_are_one_clear_line() {
     fails_with(&["--bind", "7000"], "bad --bind address \"7000\"");
     fails_with(&["--bind", ":99999"], "bad --bind address");
-    fails_with(&["--bind", ":7000", "--join", "nowhere"], "bad --join address \"nowhere\"");
-    fails_with(&["--bind", ":7000", "--advertise", ":x"], "bad --advertise address");
+    fails_with(
+        &["--bind", ":7000", "--join", "nowhere"],
+        "bad --join address \"nowhere\"",
+    );
+    fails_with(
+        &["--bind", ":7000", "--advertise", ":x"],
+        "bad --advertise address",
+    );
     fails_with(&[], "--bind is required");
 }
 
@@ -40,14 +57,29 @@ fn a_port_in_use_is_one_clear_line() {
 #[test]
 fn config_file_problems_are_one_clear_line() {
     let scratch = Scratch::new("config");
-    fails_with(&["--bind", ":7000", "--config", "/nonexistent/ra.toml"], "cannot read config file");
+    fails_with(
+        &["--bind", ":7000", "--config", "/nonexistent/ra.toml"],
+        "cannot read config file",
+    );
     let bad = scratch.path("bad.toml");
     std::fs::write(&bad, "[swim]\nprobe_period_ms = \"fast\"\n").expect("write");
-    fails_with(&["--bind", ":7000", "--config", bad.to_str().expect("utf-8")], "line 2");
-    let nonsense = scratch.path("nonsense.toml");
-    std::fs::write(&nonsense, "[swim]\nprobe_period_ms = 100\nprobe_rtt_ms = 200\n").expect("write");
     fails_with(
-        &["--bind", ":7000", "--config", nonsense.to_str().expect("utf-8")],
+        &["--bind", ":7000", "--config", bad.to_str().expect("utf-8")],
+        "line 2",
+    );
+    let nonsense = scratch.path("nonsense.toml");
+    std::fs::write(
+        &nonsense,
+        "[swim]\nprobe_period_ms = 100\nprobe_rtt_ms = 200\n",
+    )
+    .expect("write");
+    fails_with(
+        &[
+            "--bind",
+            ":7000",
+            "--config",
+            nonsense.to_str().expect("utf-8"),
+        ],
         "probe_rtt_ms must be smaller",
     );
 }
@@ -57,8 +89,14 @@ fn hostile_traffic_is_logged_and_dropped() {
     let scratch = Scratch::new("hostile");
     let (p0, p1) = (free_port(), free_port());
     let mut a = Node::start(&scratch, p0, &["--hold-ms", "10"]);
-    let b = Node::start(&scratch, p1, &["--join", &format!(":{p0}"), "--hold-ms", "10"]);
-    wait_for("two in the active set", Duration::from_secs(15), || last_active_set(&a).len() == 2);
+    let b = Node::start(
+        &scratch,
+        p1,
+        &["--join", &format!(":{p0}"), "--hold-ms", "10"],
+    );
+    wait_for("two in the active set", Duration::from_secs(15), || {
+        last_active_set(&a).len() == 2
+    });
 
     // Garbage datagrams on the SWIM port.
     let udp = UdpSocket::bind("127.0.0.1:0").expect("udp");
@@ -112,10 +150,15 @@ fn hostile_traffic_is_logged_and_dropped() {
     });
     // Still alive and serving.
     a.request(1);
-    wait_for("the node to still enter the critical section", Duration::from_secs(10), || {
-        a.has_event(|e| event_is(e, "enter"))
-    });
-    assert!(a.child.try_wait().expect("try_wait").is_none(), "the node died");
+    wait_for(
+        "the node to still enter the critical section",
+        Duration::from_secs(10),
+        || a.has_event(|e| event_is(e, "enter")),
+    );
+    assert!(
+        a.child.try_wait().expect("try_wait").is_none(),
+        "the node died"
+    );
     assert!(!a.log_text().contains("panicked"));
 }
 
@@ -127,11 +170,16 @@ fn end_of_stdin_does_not_stop_the_node_and_status_answers() {
     node.type_line("status");
     let out = scratch.path(&format!("node-{port}.out"));
     wait_for("the status answer", Duration::from_secs(5), || {
-        std::fs::read_to_string(&out).unwrap_or_default().contains("Lamport clock")
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("Lamport clock")
     });
     // Close stdin: the node goes on (it would keep serving its peers).
     node.close_stdin();
     std::thread::sleep(Duration::from_secs(1));
-    assert!(node.child.try_wait().expect("try_wait").is_none(), "the node stopped at end of input");
+    assert!(
+        node.child.try_wait().expect("try_wait").is_none(),
+        "the node stopped at end of input"
+    );
     node.kill();
 }

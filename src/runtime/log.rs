@@ -16,7 +16,8 @@ use crate::protocol::mutex::{DeferReason, StaleReason};
 /// Logs go to stderr; stdout carries the critical section's own output and the
 /// answers to `status`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,foca=warn,h2=warn,tower=warn,hyper=warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,foca=warn,h2=warn,tower=warn,hyper=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -33,7 +34,11 @@ pub fn init(format: LogFormat) {
                 }
             }))
             .init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }
 

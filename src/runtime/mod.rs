@@ -26,6 +26,9 @@ use timers::Timers;
 use transport::{Peers, WireStats};
 
 /// What other tasks hand to the node's task.
+// Almost everything is an `Input`: boxing it would cost an allocation per
+// message to save channel space nobody needs.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Inbound {
     Input(Input),
@@ -78,7 +81,10 @@ impl NodeHandle {
 
     pub async fn status(&self) -> Result<Status> {
         let (tx, rx) = oneshot::channel();
-        self.inbox.send(Inbound::Query(tx)).await.context("the node has stopped")?;
+        self.inbox
+            .send(Inbound::Query(tx))
+            .await
+            .context("the node has stopped")?;
         rx.await.context("the node has stopped")
     }
 }
@@ -151,7 +157,13 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
 
     let stats = Arc::new(WireStats::default());
     let base = Instant::now();
-    let node = Node::new(me, config.join.clone(), config.settings.clone(), random_seed(), Duration::ZERO);
+    let node = Node::new(
+        me,
+        config.join.clone(),
+        config.settings.clone(),
+        random_seed(),
+        Duration::ZERO,
+    );
     let shell = Shell {
         node,
         base,
@@ -267,13 +279,17 @@ impl Shell {
                 fence,
                 lamport,
                 ..
-            } => self.cs.enter(fence.token(), fence.epoch, *lamport, *request_id),
+            } => self
+                .cs
+                .enter(fence.token(), fence.epoch, *lamport, *request_id),
             Event::Exit {
                 request_id,
                 fence,
                 lamport,
                 ..
-            } => self.cs.exit(fence.token(), fence.epoch, *lamport, *request_id),
+            } => self
+                .cs
+                .exit(fence.token(), fence.epoch, *lamport, *request_id),
             _ => {}
         }
         if self.log_events {
@@ -298,7 +314,11 @@ async fn receive_datagrams(udp: Arc<UdpSocket>, inbox: mpsc::Sender<Inbound>, ma
         match udp.recv_from(&mut buf).await {
             Ok((len, from)) => {
                 let data = Bytes::copy_from_slice(&buf[..len]);
-                if inbox.send(Inbound::Input(Input::Datagram { from, data })).await.is_err() {
+                if inbox
+                    .send(Inbound::Input(Input::Datagram { from, data }))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -318,7 +338,9 @@ async fn read_console(inbox: mpsc::Sender<Inbound>) {
             "status" => Inbound::Status,
             "leave" | "quit" | "exit" => Inbound::Input(Input::Leave),
             other => {
-                println!("unknown command {other:?}: press Enter to ask for the critical section, or type `status` or `leave`");
+                println!(
+                    "unknown command {other:?}: press Enter to ask for the critical section, or type `status` or `leave`"
+                );
                 continue;
             }
         };
@@ -331,7 +353,10 @@ async fn read_console(inbox: mpsc::Sender<Inbound>) {
 /// The first SIGINT or SIGTERM leaves gracefully; a second one exits at once.
 async fn leave_on_signal(inbox: mpsc::Sender<Inbound>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::warn!(target: "ra", "cannot listen for signals: Ctrl-C will not leave gracefully");
         return;
     };
@@ -358,14 +383,25 @@ fn print_status(status: &Status) {
         if processes.is_empty() {
             "none".to_string()
         } else {
-            processes.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+            processes
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     };
-    println!("node {} (process started at unix µs {})", status.me, status.me.incarnation);
+    println!(
+        "node {} (process started at unix µs {})",
+        status.me, status.me.incarnation
+    );
     println!("  live members: {}", list(&status.live_members));
     match &status.view {
         Some(view) => {
-            let role = if view.contains(&status.me) { "active" } else { "a spectator" };
+            let role = if view.contains(&status.me) {
+                "active"
+            } else {
+                "a spectator"
+            };
             println!(
                 "  active set, epoch {} of the cluster founded by {}: {} (at most {}); this node is {role}",
                 view.epoch,
@@ -378,5 +414,8 @@ fn print_status(status: &Status) {
     }
     println!("  spectators in line: {}", list(&status.spectators));
     println!("  Lamport clock: {}", status.clock);
-    println!("  state: {}; {} more request(s) queued", status.state, status.queued);
+    println!(
+        "  state: {}; {} more request(s) queued",
+        status.state, status.queued
+    );
 }

@@ -95,7 +95,11 @@ fn endpoint(addr: SocketAddr) -> Result<Endpoint, tonic::transport::Error> {
 }
 
 /// Keep a stream open to `addr` and pour the queue into it.
-async fn peer_stream(addr: SocketAddr, mut queue: mpsc::Receiver<pb::Envelope>, inbox: mpsc::Sender<Inbound>) {
+async fn peer_stream(
+    addr: SocketAddr,
+    mut queue: mpsc::Receiver<pb::Envelope>,
+    inbox: mpsc::Sender<Inbound>,
+) {
     let mut backoff = Duration::from_millis(50);
     let mut had_stream = false;
     let mut failures: u32 = 0;
@@ -165,7 +169,10 @@ struct PeerService {
 
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
-    async fn exchange(&self, request: Request<Streaming<pb::Envelope>>) -> Result<Response<pb::StreamClosed>, Status> {
+    async fn exchange(
+        &self,
+        request: Request<Streaming<pb::Envelope>>,
+    ) -> Result<Response<pb::StreamClosed>, Status> {
         let from = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
@@ -174,7 +181,12 @@ impl pb::peer_server::Peer for PeerService {
             match stream.message().await {
                 Ok(Some(message)) => match wire::from_proto(message) {
                     Ok(envelope) => {
-                        if self.inbox.send(Inbound::Input(Input::Message(envelope))).await.is_err() {
+                        if self
+                            .inbox
+                            .send(Inbound::Input(Input::Message(envelope)))
+                            .await
+                            .is_err()
+                        {
                             return Err(Status::unavailable("this node is shutting down"));
                         }
                     }

@@ -87,11 +87,7 @@ impl Oracle {
         running: impl Fn(&ProcessId) -> bool,
     ) {
         match event {
-            Event::MemberFailed { member } => {
-                if running(member) {
-                    self.stats.false_suspicions += 1;
-                }
-            }
+            Event::MemberFailed { member } if running(member) => self.stats.false_suspicions += 1,
             Event::ViewInstalled {
                 epoch,
                 removed,

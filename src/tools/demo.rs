@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use crate::cli::DemoArgs;
+use crate::tools::check;
 
 /// Events worth a line in the story; the rest stays in the logs.
 const STORY: &[&str] = &[
@@ -38,7 +39,9 @@ const STORY: &[&str] = &[
 
 fn free_port() -> Result<u16> {
     for _ in 0..100 {
-        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else { continue };
+        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
         let port = udp.local_addr()?.port();
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return Ok(port);
@@ -60,7 +63,8 @@ struct DemoNode {
 impl DemoNode {
     fn type_line(&mut self, line: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().context("the node's stdin is closed")?;
-        writeln!(stdin, "{line}").with_context(|| format!("{} stopped reading its input", self.name))?;
+        writeln!(stdin, "{line}")
+            .with_context(|| format!("{} stopped reading its input", self.name))?;
         stdin.flush()?;
         Ok(())
     }
@@ -118,8 +122,8 @@ struct Demo {
     /// different processes come out in timestamp order. (timestamp, read at,
     /// node, message)
     pending: Vec<(String, Instant, String, String)>,
-    /// The time of the first event, as Unix seconds: the story counts from it.
-    first_event: Option<f64>,
+    /// The time of the first event, as Unix microseconds: the story counts from it.
+    first_event: Option<i64>,
     requests_made: usize,
 }
 
@@ -196,7 +200,8 @@ impl Demo {
                 if STORY.contains(&kind) {
                     let at = event["timestamp"].as_str().unwrap_or_default().to_string();
                     let message = self.shorten(event["message"].as_str().unwrap_or_default());
-                    self.pending.push((at, Instant::now(), name.clone(), message));
+                    self.pending
+                        .push((at, Instant::now(), name.clone(), message));
                 }
             }
         }
@@ -215,9 +220,12 @@ impl Demo {
         let ready: Vec<_> = self.pending.drain(..cut).collect();
         if !self.quiet {
             for (at, _, name, message) in ready {
-                let seconds = crate::tools::time::parse_rfc3339(&at).unwrap_or(0.0);
-                let first = *self.first_event.get_or_insert(seconds);
-                println!("{:>8.3}s  {name:<3} {message}", seconds - first);
+                let micros = crate::tools::time::parse_rfc3339(&at).unwrap_or(0);
+                let first = *self.first_event.get_or_insert(micros);
+                println!(
+                    "{:>8.3}s  {name:<3} {message}",
+                    (micros - first) as f64 / 1e6
+                );
             }
         }
         Ok(())
@@ -232,7 +240,12 @@ impl Demo {
         text
     }
 
-    fn wait_until(&mut self, what: &str, within: Duration, mut done: impl FnMut(&mut Self) -> bool) -> Result<()> {
+    fn wait_until(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut done: impl FnMut(&mut Self) -> bool,
+    ) -> Result<()> {
         let deadline = Instant::now() + within;
         loop {
             self.pump(false)?;
@@ -263,7 +276,8 @@ impl Demo {
 /// Settings for the demo: the founder need not wait the default 4 s for an old
 /// cluster that cannot exist here.
 fn write_config(path: &Path) -> Result<()> {
-    std::fs::write(path, "[cluster]\nfound_after_ms = 300\n").with_context(|| format!("cannot write {}", path.display()))
+    std::fs::write(path, "[cluster]\nfound_after_ms = 300\n")
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 pub fn run(args: &DemoArgs) -> Result<ExitCode> {
@@ -290,14 +304,30 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         first_event: None,
         requests_made: 0,
     };
-    println!("ra demo: {} nodes, {} rounds, critical section held {} ms; files in {}", args.nodes, args.rounds, args.hold_ms, dir.display());
+    println!(
+        "ra demo: {} nodes, {} rounds, critical section held {} ms; files in {}",
+        args.nodes,
+        args.rounds,
+        args.hold_ms,
+        dir.display()
+    );
     let result = story(&mut demo, args);
     let _ = demo.pump(true);
     let verdict = judge(&demo, result.as_ref().err());
     let stopped = stop_all(&mut demo);
-    println!("\nlogs: {}/n*.log   shared file: {}", dir.display(), demo.cs_file.display());
-    println!("see the messages as a diagram:   ra trace {}/n*.log", dir.display());
-    println!("check the shared file again:     ra check {}", demo.cs_file.display());
+    println!(
+        "\nlogs: {}/n*.log   shared file: {}",
+        dir.display(),
+        demo.cs_file.display()
+    );
+    println!(
+        "see the messages as a diagram:   ra trace {}/n*.log",
+        dir.display()
+    );
+    println!(
+        "check the shared file again:     ra check {}",
+        demo.cs_file.display()
+    );
     match (verdict, result, stopped) {
         (true, Ok(()), Ok(())) => Ok(ExitCode::SUCCESS),
         (_, Err(e), _) => {
@@ -313,7 +343,10 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
 }
 
 fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
-    demo.say(&format!("Starting {} nodes: the first founds the cluster, the others join through any member", args.nodes));
+    demo.say(&format!(
+        "Starting {} nodes: the first founds the cluster, the others join through any member",
+        args.nodes
+    ));
     demo.start_node(None)?;
     for i in 1..args.nodes {
         demo.start_node(Some(i - 1))?;
@@ -327,7 +360,9 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
     })?;
 
     for round in 1..=args.rounds {
-        demo.say(&format!("Round {round}: every node asks for the critical section at the same moment"));
+        demo.say(&format!(
+            "Round {round}: every node asks for the critical section at the same moment"
+        ));
         let before = demo.exits_in_file();
         let active: Vec<usize> = (0..demo.nodes.len()).collect();
         for &i in &active {
@@ -335,20 +370,28 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
         }
         demo.requests_made += active.len();
         let want = before + active.len().min(seated);
-        demo.wait_until("every seated node to be served", Duration::from_secs(30), |d| d.exits_in_file() >= want)?;
+        demo.wait_until(
+            "every seated node to be served",
+            Duration::from_secs(30),
+            |d| d.exits_in_file() >= want,
+        )?;
     }
     // Spectators asked too; they are served when a seat frees, below.
 
     demo.say("A new node joins: the active set is full, so it waits as a spectator");
     let newcomer = demo.start_node(Some(0))?;
-    demo.wait_until("the newcomer to learn the active set", Duration::from_secs(20), |d| {
-        d.nodes[newcomer].last_active_set().is_some()
-    })?;
+    demo.wait_until(
+        "the newcomer to learn the active set",
+        Duration::from_secs(20),
+        |d| d.nodes[newcomer].last_active_set().is_some(),
+    )?;
     demo.nodes[newcomer].type_line("")?;
     demo.requests_made += 1;
-    demo.wait_until("the newcomer to report its place in line", Duration::from_secs(10), |d| {
-        d.nodes[newcomer].count("waiting_for_seat") > 0
-    })?;
+    demo.wait_until(
+        "the newcomer to report its place in line",
+        Duration::from_secs(10),
+        |d| d.nodes[newcomer].count("waiting_for_seat") > 0,
+    )?;
     std::thread::sleep(Duration::from_millis(500));
     demo.pump(false)?;
     if demo.entries_of(newcomer) > 0 {
@@ -358,13 +401,18 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
     demo.say("An active member leaves: the spectator takes its seat and is served");
     let leaver = 1;
     demo.nodes[leaver].type_line("leave")?;
-    demo.wait_until("the spectator to be served", Duration::from_secs(30), |d| d.entries_of(newcomer) > 0)?;
-    demo.wait_until("the leaver to exit", Duration::from_secs(10), |d| d.nodes[leaver].exited())?;
+    demo.wait_until("the spectator to be served", Duration::from_secs(30), |d| {
+        d.entries_of(newcomer) > 0
+    })?;
+    demo.wait_until("the leaver to exit", Duration::from_secs(10), |d| {
+        d.nodes[leaver].exited()
+    })?;
     // Everyone still waiting (spectators from the rounds) gets served now or
     // stays in line; give the queue time to drain.
     let served_target = demo.requests_made;
     let _ = demo.wait_until("the remaining requests", Duration::from_secs(10), |d| {
-        d.exits_in_file() >= served_target || d.nodes.iter().all(|n| n.count("asked") <= n.count("exit"))
+        d.exits_in_file() >= served_target
+            || d.nodes.iter().all(|n| n.count("asked") <= n.count("exit"))
     });
     Ok(())
 }
@@ -399,15 +447,26 @@ fn stop_all(demo: &mut Demo) -> Result<()> {
     if stubborn.is_empty() {
         Ok(())
     } else {
-        bail!("had to kill {} (they did not leave in time)", stubborn.join(", "))
+        bail!(
+            "had to kill {} (they did not leave in time)",
+            stubborn.join(", ")
+        )
     }
 }
 
 /// The verdict: what the shared file proves, and what the logs count.
 fn judge(demo: &Demo, failure: Option<&anyhow::Error>) -> bool {
     println!("\n== Verdict");
-    let text = std::fs::read_to_string(&demo.cs_file).unwrap_or_default();
-    let report = file_verdict(&text);
+    let report = match check::check_file(&demo.cs_file) {
+        Ok(report) => report,
+        Err(e) => {
+            println!(
+                "the shared file {} cannot be checked: {e}",
+                demo.cs_file.display()
+            );
+            return false;
+        }
+    };
     let entries = report.entries;
     let asked: usize = demo.nodes.iter().map(|n| n.count("asked")).sum();
     let served: usize = demo.nodes.iter().map(|n| n.count("enter")).sum();
@@ -424,50 +483,39 @@ fn judge(demo: &Demo, failure: Option<&anyhow::Error>) -> bool {
         .iter()
         .map(|n| n.count("request_sent") + n.count("reply_sent"))
         .sum();
-    let by_node: BTreeMap<&str, usize> = demo.nodes.iter().map(|n| (n.name.as_str(), n.count("enter"))).collect();
-    println!("entries served:            {entries}  ({})", by_node.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", "));
-    println!("requests outstanding:      {outstanding}  (asked {asked}, served {served}, dropped by leaving {dropped})");
+    let by_node: BTreeMap<&str, usize> = demo
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.count("enter")))
+        .collect();
+    println!(
+        "entries served:            {entries}  ({})",
+        by_node
+            .iter()
+            .map(|(n, c)| format!("{n}: {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "requests outstanding:      {outstanding}  (asked {asked}, served {served}, dropped by leaving {dropped})"
+    );
     println!("most holders at once:      {}", report.max_holders);
     println!(
         "messages per entry:        {:.2}  (requests and replies sent; Ricart-Agrawala needs 2(N-1) = 4 with 3 active members)",
         messages as f64 / served.max(1) as f64
     );
     for violation in &report.violations {
-        println!("VIOLATION {violation}");
+        println!("VIOLATION {}", violation.message);
     }
-    let ok = report.violations.is_empty() && report.max_holders <= 1 && outstanding == 0 && failure.is_none();
-    println!("mutual exclusion {}; {}", if report.max_holders <= 1 && report.violations.is_empty() { "HELD" } else { "VIOLATED" }, if outstanding == 0 { "every request was served" } else { "some requests were not served" });
-    ok
-}
-
-/// What the shared file shows. (To be replaced by `ra check`'s own logic.)
-struct FileVerdict {
-    entries: usize,
-    max_holders: usize,
-    violations: Vec<String>,
-}
-
-fn file_verdict(text: &str) -> FileVerdict {
-    let mut verdict = FileVerdict {
-        entries: 0,
-        max_holders: 0,
-        violations: Vec::new(),
-    };
-    let mut holders = 0usize;
-    for (i, line) in text.lines().enumerate() {
-        let Ok(record) = serde_json::from_str::<Value>(line) else {
-            verdict.violations.push(format!("line {}: not JSON", i + 1));
-            continue;
-        };
-        match record["event"].as_str() {
-            Some("enter") => {
-                verdict.entries += 1;
-                holders += 1;
-                verdict.max_holders = verdict.max_holders.max(holders);
-            }
-            Some("exit") => holders = holders.saturating_sub(1),
-            _ => verdict.violations.push(format!("line {}: unknown event", i + 1)),
+    let held = report.ok() && report.max_holders <= 1;
+    println!(
+        "mutual exclusion {}; {}",
+        if held { "HELD" } else { "VIOLATED" },
+        if outstanding == 0 {
+            "every request was served"
+        } else {
+            "some requests were not served"
         }
-    }
-    verdict
+    );
+    held && outstanding == 0 && failure.is_none()
 }
