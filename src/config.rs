@@ -98,7 +98,9 @@ pub fn parse_peer(text: &str, what: &str) -> Result<SocketAddr> {
 fn parse_addr(text: &str, default_ip: IpAddr) -> Result<SocketAddr> {
     let text = text.trim();
     if let Some(port) = text.strip_prefix(':') {
-        let port: u16 = port.parse().context("the port is not a number from 0 to 65535")?;
+        let port: u16 = port
+            .parse()
+            .context("the port is not a number from 0 to 65535")?;
         return Ok(SocketAddr::new(default_ip, port));
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {
@@ -108,8 +110,12 @@ fn parse_addr(text: &str, default_ip: IpAddr) -> Result<SocketAddr> {
         bail!("missing the port");
     }
     // A host name: resolve it once, now, so a typo fails at start-up.
-    let mut resolved = text.to_socket_addrs().context("cannot resolve the host name")?;
-    resolved.next().context("the host name resolves to no address")
+    let mut resolved = text
+        .to_socket_addrs()
+        .context("cannot resolve the host name")?;
+    resolved
+        .next()
+        .context("the host name resolves to no address")
 }
 
 fn ms(n: u64) -> Duration {
@@ -117,7 +123,8 @@ fn ms(n: u64) -> Duration {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).map_err(|e| {
         let message = e.message().to_string();
         let line = e
@@ -147,13 +154,19 @@ pub fn resolve(args: &NodeArgs) -> Result<NodeConfig> {
     }
     let advertise = match args.advertise.clone().or(file.node.advertise.clone()) {
         Some(text) => parse_peer(&text, "--advertise")?,
-        None if bind.ip().is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bind.port()),
+        None if bind.ip().is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bind.port())
+        }
         None => bind,
     };
     if advertise.ip().is_unspecified() || advertise.port() == 0 {
         bail!("--advertise must be an address other nodes can reach, not {advertise}");
     }
-    let join_texts = if args.join.is_empty() { &file.node.join } else { &args.join };
+    let join_texts = if args.join.is_empty() {
+        &file.node.join
+    } else {
+        &args.join
+    };
     let join = join_texts
         .iter()
         .map(|j| parse_peer(j, "--join"))
@@ -198,7 +211,10 @@ pub fn resolve(args: &NodeArgs) -> Result<NodeConfig> {
     apply(&mut swim.suspect_to_down_after, s.suspect_to_down_after_ms);
     apply(&mut swim.gossip_every, s.gossip_every_ms);
     apply(&mut swim.announce_every, s.announce_every_ms);
-    apply(&mut swim.announce_to_down_every, s.announce_to_down_every_ms);
+    apply(
+        &mut swim.announce_to_down_every,
+        s.announce_to_down_every_ms,
+    );
     if let Some(v) = s.indirect_probes {
         swim.num_indirect_probes = v;
     }

@@ -47,7 +47,9 @@ impl CriticalSection {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .with_context(|| format!("cannot open the critical-section file {}", path.display()))?;
+                    .with_context(|| {
+                        format!("cannot open the critical-section file {}", path.display())
+                    })?;
                 Some((path.to_path_buf(), file))
             }
             None => None,

@@ -6,14 +6,14 @@
 //! drives it with tokio and real sockets, [`sim`] with a simulated network and
 //! clock.
 
+pub mod cli;
+pub mod config;
+pub mod cs;
 pub mod event;
 pub mod membership;
 pub mod node;
 pub mod protocol;
-pub mod sim;
-pub mod wire;
-pub mod cli;
-pub mod config;
-pub mod cs;
 pub mod runtime;
+pub mod sim;
 pub mod tools;
+pub mod wire;

@@ -16,7 +16,9 @@ pub fn ra() -> Command {
 /// A port free for both UDP and TCP right now.
 pub fn free_port() -> u16 {
     for _ in 0..100 {
-        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else { continue };
+        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
         let Ok(addr) = udp.local_addr() else { continue };
         if TcpListener::bind(("127.0.0.1", addr.port())).is_ok() {
             return addr.port();
@@ -101,7 +103,9 @@ impl Node {
     pub fn request(&mut self, times: usize) {
         let lines = "\n".repeat(times);
         if let Some(stdin) = self.stdin.as_mut() {
-            stdin.write_all(lines.as_bytes()).expect("write to the node's stdin");
+            stdin
+                .write_all(lines.as_bytes())
+                .expect("write to the node's stdin");
             stdin.flush().expect("flush stdin");
         }
     }
@@ -213,14 +217,27 @@ pub fn assert_mutual_exclusion(path: &Path) -> Vec<(String, u64, u64)> {
         let at = record["unix_us"].as_u64().expect("unix_us");
         match record["event"].as_str() {
             Some("enter") => {
-                assert!(holder.is_none(), "line {}: {node} entered while {holder:?} held", i + 1);
-                assert!(fence > last_fence, "line {}: fence {fence} not above {last_fence}", i + 1);
+                assert!(
+                    holder.is_none(),
+                    "line {}: {node} entered while {holder:?} held",
+                    i + 1
+                );
+                assert!(
+                    fence > last_fence,
+                    "line {}: fence {fence} not above {last_fence}",
+                    i + 1
+                );
                 last_fence = fence;
                 holder = Some((node.clone(), fence));
                 entries.push((node, fence, at));
             }
             Some("exit") => {
-                assert_eq!(holder.take(), Some((node, fence)), "line {}: exit by a non-holder", i + 1);
+                assert_eq!(
+                    holder.take(),
+                    Some((node, fence)),
+                    "line {}: exit by a non-holder",
+                    i + 1
+                );
             }
             other => panic!("line {}: unknown event {other:?}", i + 1),
         }
