@@ -168,6 +168,12 @@ pub enum Event {
         lamport: u64,
         waited: Duration,
     },
+    /// The critical section ended this much later than planned: the process was
+    /// stopped inside it, and others may have entered meanwhile.
+    ExitedLate {
+        fence: Fence,
+        late_by: Duration,
+    },
     Exit {
         request_id: u64,
         fence: Fence,

@@ -169,6 +169,8 @@ pub struct Node {
     queued: VecDeque<Duration>,
     /// When the request in progress was asked for.
     current_asked_at: Duration,
+    /// When the critical section in progress should end.
+    hold_until: Duration,
     pending_merge: Option<ActiveSet>,
     life: Life,
     next_join_attempt: Duration,
@@ -228,6 +230,7 @@ impl Node {
             ra: RicartAgrawala::new(me),
             queued: VecDeque::new(),
             current_asked_at: now,
+            hold_until: now,
             pending_merge: None,
             life: Life::Running,
             next_join_attempt: now,
@@ -1305,8 +1308,9 @@ impl Node {
             lamport,
             waited: self.now.saturating_sub(self.current_asked_at),
         });
+        self.hold_until = self.now + self.settings.hold;
         self.out.push(Output::Timer {
-            at: self.now + self.settings.hold,
+            at: self.hold_until,
             timer: TimerId::Exit { request_id: id },
         });
     }
@@ -1318,6 +1322,13 @@ impl Node {
         let Some((fence, due)) = self.ra.exit() else {
             return;
         };
+        // Leaving much later than planned means this process was stopped (a pause,
+        // a frozen VM) inside the critical section: long enough, and the cluster
+        // will have moved on without it.
+        let late_by = self.now.saturating_sub(self.hold_until);
+        if late_by > self.settings.swim.suspect_to_down_after {
+            self.emit(Event::ExitedLate { fence, late_by });
+        }
         let lamport = self.clock.tick();
         self.emit(Event::Exit {
             request_id,

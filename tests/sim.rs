@@ -266,6 +266,23 @@ fn scenario_holder_crashes_in_cs() {
 }
 
 #[test]
+fn scenario_holder_paused_in_cs() {
+    let report = run_scenario("holder_paused_in_cs", scenarios::holder_paused_in_cs());
+    let paused = entries(&report, 1);
+    assert_eq!(paused.len(), 1);
+    let (paused_at, paused_fence) = paused[0];
+    // The others did not wait for it to wake up: that is the overlap...
+    let others: Vec<(Duration, Fence)> = entries(&report, 0).into_iter().chain(entries(&report, 2)).collect();
+    assert_eq!(others.len(), 2);
+    assert!(others.iter().all(|(t, _)| *t < paused_at + Duration::from_secs(5)));
+    assert!(report.stats.fenced_overlaps >= 1);
+    // ...which fences single out: every later fence is larger...
+    assert!(others.iter().all(|(_, f)| *f > paused_fence));
+    // ...and the paused holder says what happened when it wakes up.
+    assert!(first_time(&report, 1, |e| matches!(e, Event::ExitedLate { .. })).is_some());
+}
+
+#[test]
 fn scenario_join_during_contention() {
     let report = run_scenario(
         "join_during_contention",

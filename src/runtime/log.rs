@@ -436,6 +436,16 @@ pub fn describe(me: ProcessId, event: &Event) -> Line {
             waited_ms: Some(ms(*waited)),
             ..Line::default()
         },
+        Event::ExitedLate { fence, late_by } => Line {
+            level: Some(Level::WARN),
+            kind: "exited_late",
+            message: format!(
+                "this process was stopped for {:.1}s inside the critical section (fence {fence}): the cluster may have declared it failed and let another node in; a resource that checks fences refuses this one",
+                late_by.as_secs_f64()
+            ),
+            fence: Some(fence.token()),
+            ..Line::default()
+        },
         Event::Exit {
             request_id,
             fence,

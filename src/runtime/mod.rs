@@ -123,6 +123,12 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
             tracing::info!(target: "ra", event = "listening", node = %me,
                 "listening on {}, advertising {}", config.bind, config.advertise);
         }
+        let detection = config.settings.swim.probe_period + config.settings.swim.suspect_to_down_after;
+        if config.settings.hold >= detection {
+            tracing::warn!(target: "ra", node = %me,
+                "the critical section is held {} ms, longer than failure detection (about {} ms): if this node is cut off while holding it, the others may enter before it exits; check fences in the resource you protect",
+                config.settings.hold.as_millis(), detection.as_millis());
+        }
     }
 
     let (inbox_tx, inbox_rx) = mpsc::channel::<Inbound>(8192);

@@ -241,3 +241,26 @@ pub fn quorum_lost_waits() -> Schedule {
         until: ms(20_000),
     }
 }
+
+/// The holder is paused inside the critical section for longer than failure
+/// detection: the others declare it failed, move on, and enter while it is
+/// stopped. This is the known limit of any lock built on a failure detector; the
+/// later holders' fences are larger, and the paused one says so when it wakes up.
+pub fn holder_paused_in_cs() -> Schedule {
+    let mut config = calm(3);
+    config.settings.hold = ms(200);
+    let actions = vec![
+        (ms(0), start(0, &[])),
+        (ms(100), start(1, &[0])),
+        (ms(200), start(2, &[1])),
+        (ms(6000), request(1)),
+        (ms(6050), Action::Pause { slot: 1, duration: ms(5000) }),
+        (ms(6100), request(0)),
+        (ms(6100), request(2)),
+    ];
+    Schedule {
+        config,
+        actions,
+        until: ms(20_000),
+    }
+}

@@ -617,13 +617,12 @@ impl Builder<'_> {
                         );
                     }
                     (Some(false), Some(own)) => {
-                        self.note(
-                            e,
-                            vec![
-                                format!("grants REQUEST {rid} of {peer}"),
-                                format!("ts={ts} before own ts={own}"),
-                            ],
-                        );
+                        let why = if e.ts == Some(own) {
+                            format!("ts={ts} = own ts={own}, lower address first")
+                        } else {
+                            format!("ts={ts} before own ts={own}")
+                        };
+                        self.note(e, vec![format!("grants REQUEST {rid} of {peer}"), why]);
                     }
                     _ => {}
                 }
