@@ -89,7 +89,7 @@ fn hostile_traffic_is_logged_and_dropped() {
     let scratch = Scratch::new("hostile");
     let (p0, p1) = (free_port(), free_port());
     let mut a = Node::start(&scratch, p0, &["--hold-ms", "10"]);
-    let b = Node::start(
+    let _b = Node::start(
         &scratch,
         p1,
         &["--join", &format!(":{p0}"), "--hold-ms", "10"],

@@ -291,7 +291,7 @@ fn scenario_join_during_contention() {
     let joiner = report
         .events
         .iter()
-        .find_map(|(_, p, e)| at_slot(3)(p).then_some(*p))
+        .find_map(|(_, p, _)| at_slot(3)(p).then_some(*p))
         .expect("the joiner ran");
     let asked_again = report.events.iter().any(
         |(_, _, e)| matches!(e, Event::Reissued { awaiting, .. } if awaiting.contains(&joiner)),
