@@ -26,6 +26,7 @@ use crate::protocol::clock::LamportClock;
 use crate::protocol::ids::ProcessId;
 use crate::protocol::message::{Body, Envelope};
 use crate::protocol::mutex::{
+    DeferReason,
     Decision, DeferredRequest, Mutations, ReplyOutcome, RicartAgrawala, State,
 };
 use crate::protocol::reconfig::{Acceptor, Ballot, Proposal, ProposalStep, Vote};
@@ -172,6 +173,8 @@ pub struct Node {
     /// When the critical section in progress should end.
     hold_until: Duration,
     pending_merge: Option<ActiveSet>,
+    /// Requests from the cluster we merge into, held until we have joined it.
+    requests_after_merge: Vec<(ProcessId, u64, u64, ActiveSet)>,
     life: Life,
     next_join_attempt: Duration,
     /// Seeds that have not answered yet: we keep announcing to each until it does,
@@ -232,6 +235,7 @@ impl Node {
             current_asked_at: now,
             hold_until: now,
             pending_merge: None,
+            requests_after_merge: Vec::new(),
             life: Life::Running,
             next_join_attempt: now,
             found_at: unheard_seeds_empty.then_some(now + settings.found_after),
@@ -818,6 +822,9 @@ impl Node {
             self.send_reply(requester, deferred, true);
         }
         self.install(view, ViewSource::Message);
+        for (from, request_id, timestamp, view) in std::mem::take(&mut self.requests_after_merge) {
+            self.on_request(from, request_id, timestamp, view);
+        }
     }
 
     fn install(&mut self, view: ActiveSet, source: ViewSource) {
@@ -1194,6 +1201,20 @@ impl Node {
             view.epoch
         } else {
             self.adopt(view.clone(), ViewSource::Message);
+            if self.pending_merge.as_ref().is_some_and(|v| v.same_cluster(&view)) {
+                // We hold the critical section of the cluster we are leaving for
+                // this one: answer once we have joined it, as a holder would.
+                self.emit(Event::RequestReceived {
+                    from,
+                    request_id,
+                    timestamp,
+                    epoch: view.epoch,
+                    own_timestamp: None,
+                    verdict: Verdict::Deferred(DeferReason::InCriticalSection),
+                });
+                self.requests_after_merge.push((from, request_id, timestamp, view));
+                return;
+            }
             let Some(mine) = self.view.clone() else {
                 return;
             };

@@ -3,7 +3,7 @@
 //! depends on wall time or thread scheduling, so a seed replays exactly.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -191,6 +191,8 @@ pub struct World {
     hasher: std::collections::hash_map::DefaultHasher,
     trace: Vec<String>,
     events: Vec<(Duration, ProcessId, Event)>,
+    /// When each process last took a seat in the active set.
+    seated_since: BTreeMap<ProcessId, Duration>,
 }
 
 pub fn slot_addr(slot: usize) -> SocketAddr {
@@ -218,6 +220,7 @@ impl World {
             hasher: std::collections::hash_map::DefaultHasher::new(),
             trace: Vec::new(),
             events: Vec::new(),
+            seated_since: BTreeMap::new(),
             config,
         }
     }
@@ -245,15 +248,34 @@ impl World {
 
     /// Run until `until`, then check liveness and report.
     pub fn run(mut self, until: Duration) -> Report {
+        self.run_until(until);
+        // A node seated only just now (a seat freed at the very end) gets the
+        // same bound as everyone else to be served.
+        let bound = self.config.liveness_bound;
+        let settle = self
+            .slots
+            .iter()
+            .filter_map(|s| s.node.as_ref())
+            .filter(|n| n.outstanding_requests() > 0)
+            .filter_map(|n| self.seated_since.get(&n.me()))
+            .map(|since| *since + bound)
+            .max();
+        if let Some(settle) = settle.filter(|t| *t > until) {
+            self.run_until(settle);
+        }
+        self.finish()
+    }
+
+    fn run_until(&mut self, until: Duration) {
         while let Some(Reverse(next)) = self.queue.pop() {
             if next.at > until {
+                self.queue.push(Reverse(next));
                 break;
             }
             self.now = next.at;
             self.happen(next.what);
         }
         self.now = until;
-        self.finish()
     }
 
     fn happen(&mut self, what: Happening) {
@@ -432,6 +454,13 @@ impl World {
         if self.config.trace {
             self.trace.push(line);
             self.events.push((self.now, at, event.clone()));
+        }
+        if let Event::ViewInstalled { seated, .. } = event {
+            if *seated {
+                self.seated_since.entry(at).or_insert(self.now);
+            } else {
+                self.seated_since.remove(&at);
+            }
         }
         if let Event::Enter { .. } = event {
             self.last_entry = self.now;
