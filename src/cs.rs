@@ -36,10 +36,11 @@ pub fn unix_us() -> u64 {
 pub struct CriticalSection {
     node: SocketAddr,
     file: Option<(PathBuf, File)>,
+    print: bool,
 }
 
 impl CriticalSection {
-    pub fn open(node: SocketAddr, path: Option<&Path>) -> Result<Self> {
+    pub fn open(node: SocketAddr, path: Option<&Path>, print: bool) -> Result<Self> {
         let file = match path {
             Some(path) => {
                 // O_APPEND: each line lands whole at the end, whoever else writes.
@@ -54,16 +55,20 @@ impl CriticalSection {
             }
             None => None,
         };
-        Ok(Self { node, file })
+        Ok(Self { node, file, print })
     }
 
     pub fn enter(&mut self, fence: u64, epoch: u64, lamport: u64, request_id: u64) {
-        println!("{} is in the critical section (fence {fence})", self.node);
+        if self.print {
+            println!("{} is in the critical section (fence {fence})", self.node);
+        }
         self.append("enter", fence, epoch, lamport, request_id);
     }
 
     pub fn exit(&mut self, fence: u64, epoch: u64, lamport: u64, request_id: u64) {
-        println!("{} left the critical section (fence {fence})", self.node);
+        if self.print {
+            println!("{} left the critical section (fence {fence})", self.node);
+        }
         self.append("exit", fence, epoch, lamport, request_id);
     }
 

@@ -26,8 +26,7 @@ use crate::protocol::clock::LamportClock;
 use crate::protocol::ids::ProcessId;
 use crate::protocol::message::{Body, Envelope};
 use crate::protocol::mutex::{
-    DeferReason,
-    Decision, DeferredRequest, Mutations, ReplyOutcome, RicartAgrawala, State,
+    Decision, DeferReason, DeferredRequest, Mutations, ReplyOutcome, RicartAgrawala, State,
 };
 use crate::protocol::reconfig::{Acceptor, Ballot, Proposal, ProposalStep, Vote};
 
@@ -404,14 +403,16 @@ impl Node {
                 timer: TimerId::Swim(timer),
             });
         }
-        while let Some(notification) = self.swim_io.to_notify() {
-            self.on_swim_notification(notification);
-        }
+        // Gossip first: a leave notice often arrives with the leaver's own "down"
+        // update, and must be known before that update is logged.
         while let Ok(item) = self.gossip_in.try_recv() {
             match item {
                 Gossip::Leaving(process) => self.note_leaving(process),
                 Gossip::View(view) => self.adopt(view, ViewSource::Gossip),
             }
+        }
+        while let Some(notification) = self.swim_io.to_notify() {
+            self.on_swim_notification(notification);
         }
     }
 
@@ -467,6 +468,7 @@ impl Node {
             }
         }
         self.welcome(member);
+        self.spread_news();
     }
 
     /// Tell a newcomer which cluster and active set it is in: the members of the
@@ -493,6 +495,13 @@ impl Node {
         } else {
             self.emit(Event::MemberFailed { member });
         }
+        self.spread_news();
+    }
+
+    /// Gossip a membership change now rather than at the next periodic round:
+    /// the rest of the cluster learns of a join or a failure a round sooner.
+    fn spread_news(&mut self) {
+        let _ = self.swim.gossip(&mut self.swim_io);
     }
 
     fn on_rename(&mut self, previous: MemberId, id: MemberId) {
@@ -1201,7 +1210,11 @@ impl Node {
             view.epoch
         } else {
             self.adopt(view.clone(), ViewSource::Message);
-            if self.pending_merge.as_ref().is_some_and(|v| v.same_cluster(&view)) {
+            if self
+                .pending_merge
+                .as_ref()
+                .is_some_and(|v| v.same_cluster(&view))
+            {
                 // We hold the critical section of the cluster we are leaving for
                 // this one: answer once we have joined it, as a holder would.
                 self.emit(Event::RequestReceived {
@@ -1212,7 +1225,8 @@ impl Node {
                     own_timestamp: None,
                     verdict: Verdict::Deferred(DeferReason::InCriticalSection),
                 });
-                self.requests_after_merge.push((from, request_id, timestamp, view));
+                self.requests_after_merge
+                    .push((from, request_id, timestamp, view));
                 return;
             }
             let Some(mine) = self.view.clone() else {

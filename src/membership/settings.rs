@@ -25,7 +25,7 @@ impl Default for SwimSettings {
             probe_period: Duration::from_millis(500),
             probe_rtt: Duration::from_millis(150),
             num_indirect_probes: 3,
-            suspect_to_down_after: Duration::from_millis(1500),
+            suspect_to_down_after: Duration::from_millis(1000),
             max_transmissions: 6,
             gossip_every: Duration::from_millis(200),
             gossip_fanout: 3,

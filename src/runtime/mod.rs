@@ -51,6 +51,9 @@ pub struct RunOptions {
     pub observer: Option<mpsc::UnboundedSender<Observed>>,
     /// Log events through `tracing` (off for quiet in-process clusters).
     pub log_events: bool,
+    /// Print a line on stdout on every entry and exit (off for `ra bench`, whose
+    /// thousands of entries would bury its output).
+    pub print_cs: bool,
 }
 
 /// A node running in this process.
@@ -112,7 +115,11 @@ async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
 pub async fn start(options: RunOptions) -> Result<NodeHandle> {
     let config = options.config;
     let (udp, tcp) = bind(config.bind).await?;
-    let cs = CriticalSection::open(config.advertise, config.cs_file.as_deref())?;
+    let cs = CriticalSection::open(
+        config.advertise,
+        config.cs_file.as_deref(),
+        options.print_cs,
+    )?;
     let me = ProcessId::new(config.advertise, unix_us());
     if options.log_events {
         if config.binds_all_interfaces() {
@@ -123,7 +130,8 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
             tracing::info!(target: "ra", event = "listening", node = %me,
                 "listening on {}, advertising {}", config.bind, config.advertise);
         }
-        let detection = config.settings.swim.probe_period + config.settings.swim.suspect_to_down_after;
+        let detection =
+            config.settings.swim.probe_period + config.settings.swim.suspect_to_down_after;
         if config.settings.hold >= detection {
             tracing::warn!(target: "ra", node = %me,
                 "the critical section is held {} ms, longer than failure detection (about {} ms): if this node is cut off while holding it, the others may enter before it exits; check fences in the resource you protect",
@@ -203,6 +211,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         signals: true,
         observer: None,
         log_events: true,
+        print_cs: true,
     })
     .await?;
     handle.task.await.context("the node's task failed")?
@@ -309,6 +318,9 @@ impl Shell {
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
+        // Already due: tokio's timer wheel would round it up to the next
+        // millisecond, and a zero hold would cost a millisecond per entry.
+        Some(at) if at <= Instant::now() => {}
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }

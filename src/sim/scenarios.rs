@@ -254,7 +254,13 @@ pub fn holder_paused_in_cs() -> Schedule {
         (ms(100), start(1, &[0])),
         (ms(200), start(2, &[1])),
         (ms(6000), request(1)),
-        (ms(6050), Action::Pause { slot: 1, duration: ms(5000) }),
+        (
+            ms(6050),
+            Action::Pause {
+                slot: 1,
+                duration: ms(5000),
+            },
+        ),
         (ms(6100), request(0)),
         (ms(6100), request(2)),
     ];

@@ -1,0 +1,296 @@
+//! Micro-benchmarks of the sans-IO core, so a slowdown shows:
+//!
+//! - `ricart_agrawala`: the algorithm alone (grant, defer, the replies that let
+//!   a request in);
+//! - `node`: a whole `Node::handle` of a Request and of a Reply, as the shell calls
+//!   it, outputs drained;
+//! - `membership`: choosing the next active set, a Paxos round that decides it,
+//!   and a Request through the wire format and back.
+//!
+//! `cargo bench --bench core`; `cargo bench --bench core -- node` runs one group.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use divan::{Bencher, black_box};
+use ra::node::{Input, Node, NodeSettings};
+use ra::protocol::active_set::ActiveSet;
+use ra::protocol::ids::ProcessId;
+use ra::protocol::message::{Body, Envelope};
+use ra::protocol::mutex::{Decision, Mutations, RicartAgrawala, State};
+use ra::protocol::reconfig::{Acceptor, Ballot, Proposal, ProposalStep, Vote};
+
+fn main() {
+    divan::main();
+}
+
+/// Ports of the three members of the active set; B is the node under test.
+const A: u16 = 7001;
+const B: u16 = 7002;
+const C: u16 = 7003;
+const EPOCH: u64 = 7;
+
+fn pid(port: u16) -> ProcessId {
+    ProcessId::new(SocketAddr::from(([127, 0, 0, 1], port)), 1)
+}
+
+fn view(ports: &[u16]) -> ActiveSet {
+    ActiveSet {
+        cluster: pid(ports[0]),
+        epoch: EPOCH,
+        max_active: 3,
+        members: ports.iter().map(|p| pid(*p)).collect(),
+    }
+}
+
+fn envelope(from: u16, to: u16, clock: u64, body: Body) -> Envelope {
+    Envelope {
+        from: pid(from),
+        to: pid(to),
+        clock,
+        body,
+    }
+}
+
+fn request(from: u16, timestamp: u64) -> Envelope {
+    envelope(
+        from,
+        B,
+        timestamp,
+        Body::Request {
+            request_id: 1,
+            timestamp,
+            view: view(&[A, B, C]),
+        },
+    )
+}
+
+fn reply(from: u16) -> Envelope {
+    envelope(
+        from,
+        B,
+        10,
+        Body::Reply {
+            request_id: 1,
+            epoch: EPOCH,
+            fence_seq: 0,
+            deferred: false,
+        },
+    )
+}
+
+mod ricart_agrawala {
+    use super::*;
+
+    /// Idle: grant at once.
+    #[divan::bench]
+    fn on_request_grant(bencher: Bencher) {
+        let mut ra = RicartAgrawala::new(pid(B));
+        bencher.bench_local(|| {
+            ra.on_request(
+                black_box(pid(A)),
+                1,
+                black_box(9),
+                EPOCH,
+                10,
+                Mutations::default(),
+            )
+        });
+        assert_eq!(
+            ra.on_request(pid(A), 1, 9, EPOCH, 10, Mutations::default()),
+            Decision::Grant
+        );
+    }
+
+    /// Waiting with an older request of our own: defer (and remember it).
+    #[divan::bench]
+    fn on_request_defer(bencher: Bencher) {
+        let mut ra = RicartAgrawala::new(pid(B));
+        ra.issue(3, &view(&[A, B, C]));
+        bencher.bench_local(|| {
+            ra.on_request(
+                black_box(pid(A)),
+                1,
+                black_box(9),
+                EPOCH,
+                10,
+                Mutations::default(),
+            )
+        });
+        assert!(matches!(
+            ra.on_request(pid(A), 1, 9, EPOCH, 10, Mutations::default()),
+            Decision::Defer(_)
+        ));
+    }
+
+    /// Both replies of a three-member set, then the entry they allow.
+    #[divan::bench]
+    fn on_reply_and_enter(bencher: Bencher) {
+        let set = view(&[A, B, C]);
+        bencher
+            .with_inputs(|| {
+                let mut ra = RicartAgrawala::new(pid(B));
+                ra.issue(3, &set);
+                ra
+            })
+            .bench_local_refs(|ra| {
+                ra.on_reply(pid(A), 1, EPOCH, 0);
+                ra.on_reply(pid(C), 1, EPOCH, 0);
+                ra.enter()
+            });
+    }
+}
+
+mod node {
+    use super::*;
+
+    /// Node B, seated in the active set {A, B, C} of epoch 7 (told so by A, as a
+    /// member welcomes a newcomer), its start-up outputs drained.
+    fn seated() -> Node {
+        let mut node = Node::new(
+            pid(B),
+            Vec::new(),
+            NodeSettings::default(),
+            42,
+            Duration::ZERO,
+        );
+        node.handle(
+            Duration::from_millis(1),
+            Input::Message(envelope(
+                A,
+                B,
+                1,
+                Body::Decided {
+                    view: view(&[A, B, C]),
+                },
+            )),
+        );
+        assert_eq!(
+            node.view().map(|v| v.epoch),
+            Some(EPOCH),
+            "B adopted the set"
+        );
+        node.drain_outputs().for_each(drop);
+        node
+    }
+
+    /// Seated and waiting for the replies to its own request #1.
+    fn waiting() -> Node {
+        let mut node = seated();
+        node.handle(Duration::from_millis(2), Input::RequestCs);
+        assert!(
+            matches!(node.mutex_state(), State::Waiting(_)),
+            "B requested"
+        );
+        node.drain_outputs().for_each(drop);
+        node
+    }
+
+    fn handle(node: &mut Node, envelope: Envelope) -> usize {
+        node.handle(Duration::from_millis(3), Input::Message(envelope));
+        node.drain_outputs().count()
+    }
+
+    /// A request B grants: view check, decision, reply out.
+    #[divan::bench]
+    fn request_granted(bencher: Bencher) {
+        let mut node = seated();
+        bencher
+            .with_inputs(|| request(A, 20))
+            .bench_local_values(|message| handle(&mut node, message));
+    }
+
+    /// A request B defers: its own request is older.
+    #[divan::bench]
+    fn request_deferred(bencher: Bencher) {
+        let mut node = waiting();
+        bencher
+            .with_inputs(|| request(A, 1_000_000))
+            .bench_local_values(|message| handle(&mut node, message));
+        assert!(!matches!(node.mutex_state(), State::Idle));
+    }
+
+    /// The first of two replies: counted.
+    #[divan::bench]
+    fn reply_counted(bencher: Bencher) {
+        bencher
+            .with_inputs(|| (waiting(), reply(A)))
+            .bench_local_refs(|(node, message)| handle(node, message.clone()));
+    }
+
+    /// The last reply: counted, and B enters (the exit timer armed).
+    #[divan::bench]
+    fn reply_enters(bencher: Bencher) {
+        bencher
+            .with_inputs(|| {
+                let mut node = waiting();
+                handle(&mut node, reply(A));
+                (node, reply(C))
+            })
+            .bench_local_refs(|(node, message)| {
+                let outputs = handle(node, message.clone());
+                debug_assert!(node.mutex_state() != &State::Idle);
+                outputs
+            });
+    }
+}
+
+mod membership {
+    use super::*;
+
+    /// Five processes, max 3 seats: one member is gone, two spectators wait.
+    #[divan::bench]
+    fn desired_members(bencher: Bencher) {
+        let set = view(&[A, B, C]);
+        let candidates = [pid(7004), pid(7005)];
+        bencher.bench_local(|| {
+            black_box(&set).desired_members(|p| *p != pid(B), black_box(&candidates))
+        });
+    }
+
+    /// A whole single-decree round among three acceptors: prepare, promises,
+    /// accept, accepted, decided.
+    #[divan::bench]
+    fn paxos_round(bencher: Bencher) {
+        let base = view(&[A, B, C]);
+        let wanted = vec![pid(A), pid(C), pid(7004)];
+        bencher.bench_local(|| {
+            let ballot = Ballot {
+                round: 1,
+                proposer: pid(A),
+            };
+            let mut proposal = Proposal::new(base.clone(), ballot, wanted.clone(), Duration::ZERO);
+            let mut acceptors: Vec<(ProcessId, Acceptor)> = base
+                .members
+                .iter()
+                .map(|m| (*m, Acceptor::new(EPOCH + 1)))
+                .collect();
+            let mut value = None;
+            for (member, acceptor) in &mut acceptors {
+                if let Vote::Promise { accepted } = acceptor.on_prepare(ballot)
+                    && let ProposalStep::SendAccept(members) =
+                        proposal.on_promise(*member, ballot, accepted)
+                {
+                    value = Some(members);
+                }
+            }
+            let value = value.expect("a quorum promised");
+            let mut decided = None;
+            for (member, acceptor) in &mut acceptors {
+                if acceptor.on_accept(ballot, value.clone()) == Vote::Accepted
+                    && let ProposalStep::Decided(set) = proposal.on_accepted(*member, ballot)
+                {
+                    decided = Some(set);
+                }
+            }
+            decided.expect("a quorum accepted")
+        });
+    }
+
+    /// A Request envelope (it carries the whole active set) encoded and decoded.
+    #[divan::bench]
+    fn wire_roundtrip_request(bencher: Bencher) {
+        let message = request(A, 20);
+        bencher.bench_local(|| ra::wire::roundtrip(black_box(&message)).expect("decodes"));
+    }
+}
