@@ -692,3 +692,33 @@ fn trace_binary_prints_the_golden_diagram() {
         text(&out.stderr)
     );
 }
+
+/// README.md shows a diagram and says which command made it: keep that true.
+#[test]
+fn readme_diagram_is_ra_trace_output() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let start = readme
+        .find("```mermaid\n")
+        .expect("a mermaid block in README.md")
+        + "```mermaid\n".len();
+    let end = start
+        + readme[start..]
+            .find("```")
+            .expect("the end of the mermaid block");
+    let logs: Vec<(String, String)> = ["node-7000.jsonl", "node-7001.jsonl", "node-7002.jsonl"]
+        .iter()
+        .map(|name| (name.to_string(), read(&format!("readme/{name}"))))
+        .collect();
+    let options = TraceOptions {
+        format: TraceFormat::Mermaid,
+        focus: Some(Focus {
+            node: "127.0.0.1:7001".into(),
+            entry: 1,
+        }),
+        from: None,
+        to: None,
+    };
+    let rendered = trace::render(&logs, &options).expect("renders");
+    assert_eq!(readme[start..end].trim_end(), rendered.trim_end());
+}

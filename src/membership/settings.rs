@@ -1,4 +1,4 @@
-//! SWIM timings. The defaults detect a crashed peer in about two seconds on a LAN
+//! SWIM timings. The defaults detect a crashed peer in under two seconds on a LAN
 //! and ride out a one-second stall; `config/ra.toml` documents each of them.
 
 use std::num::{NonZeroU8, NonZeroUsize};
