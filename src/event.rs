@@ -6,13 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::protocol::ids::ProcessId;
-use crate::protocol::mutex::{DeferReason, Fence, StaleReason};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    Granted,
-    Deferred(DeferReason),
-}
+use crate::protocol::mutex::{Decision, Fence, StaleReason};
 
 /// How a node learned of an active set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +121,7 @@ pub enum Event {
         epoch: u64,
         /// The timestamp of this node's own pending request, if it has one.
         own_timestamp: Option<u64>,
-        verdict: Verdict,
+        verdict: Decision,
     },
     ReplySent {
         to: ProcessId,

@@ -17,7 +17,7 @@ use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::event::{Event, Verdict, ViewSource};
+use crate::event::{Event, ViewSource};
 use crate::membership::gossip::{Gossip, GossipHandler};
 use crate::membership::identity::MemberId;
 use crate::membership::settings::SwimSettings;
@@ -1223,7 +1223,7 @@ impl Node {
                     timestamp,
                     epoch: view.epoch,
                     own_timestamp: None,
-                    verdict: Verdict::Deferred(DeferReason::InCriticalSection),
+                    verdict: Decision::Defer(DeferReason::InCriticalSection),
                 });
                 self.requests_after_merge
                     .push((from, request_id, timestamp, view));
@@ -1255,17 +1255,13 @@ impl Node {
             self.clock.now(),
             mutations,
         );
-        let verdict = match decision {
-            Decision::Grant => Verdict::Granted,
-            Decision::Defer(reason) => Verdict::Deferred(reason),
-        };
         self.emit(Event::RequestReceived {
             from,
             request_id,
             timestamp,
             epoch,
             own_timestamp,
-            verdict,
+            verdict: decision,
         });
         if decision == Decision::Grant {
             let deferred = DeferredRequest {

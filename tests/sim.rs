@@ -272,9 +272,16 @@ fn scenario_holder_paused_in_cs() {
     assert_eq!(paused.len(), 1);
     let (paused_at, paused_fence) = paused[0];
     // The others did not wait for it to wake up: that is the overlap...
-    let others: Vec<(Duration, Fence)> = entries(&report, 0).into_iter().chain(entries(&report, 2)).collect();
+    let others: Vec<(Duration, Fence)> = entries(&report, 0)
+        .into_iter()
+        .chain(entries(&report, 2))
+        .collect();
     assert_eq!(others.len(), 2);
-    assert!(others.iter().all(|(t, _)| *t < paused_at + Duration::from_secs(5)));
+    assert!(
+        others
+            .iter()
+            .all(|(t, _)| *t < paused_at + Duration::from_secs(5))
+    );
     assert!(report.stats.fenced_overlaps >= 1);
     // ...which fences single out: every later fence is larger...
     assert!(others.iter().all(|(_, f)| *f > paused_fence));

@@ -8,10 +8,10 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format;
 
 use crate::cli::LogFormat;
-use crate::event::{Event, Verdict, ViewSource};
+use crate::event::{Event, ViewSource};
 use crate::protocol::active_set::display_list;
 use crate::protocol::ids::ProcessId;
-use crate::protocol::mutex::{DeferReason, StaleReason};
+use crate::protocol::mutex::{Decision, DeferReason, StaleReason};
 
 /// Logs go to stderr; stdout carries the critical section's own output and the
 /// answers to `status`.
@@ -304,16 +304,16 @@ pub fn describe(me: ProcessId, event: &Event) -> Line {
             verdict,
         } => {
             let why = match (verdict, own_timestamp) {
-                (Verdict::Deferred(DeferReason::InCriticalSection), _) => {
+                (Decision::Defer(DeferReason::InCriticalSection), _) => {
                     "DEFER: this node is in the critical section".to_string()
                 }
-                (Verdict::Deferred(DeferReason::OwnRequestFirst { own_timestamp }), _) => format!(
+                (Decision::Defer(DeferReason::OwnRequestFirst { own_timestamp }), _) => format!(
                     "DEFER: our request (ts={own_timestamp}, {me}) comes before it (ts={timestamp}, {from})"
                 ),
-                (Verdict::Granted, Some(own)) => {
+                (Decision::Grant, Some(own)) => {
                     format!("grant: it (ts={timestamp}, {from}) comes before our request (ts={own}, {me})")
                 }
-                (Verdict::Granted, None) => "grant: this node is not asking".to_string(),
+                (Decision::Grant, None) => "grant: this node is not asking".to_string(),
             };
             Line {
                 level: info,
@@ -324,7 +324,7 @@ pub fn describe(me: ProcessId, event: &Event) -> Line {
                 ts: Some(*timestamp),
                 own_ts: *own_timestamp,
                 epoch: Some(*epoch),
-                deferred: Some(matches!(verdict, Verdict::Deferred(_))),
+                deferred: Some(matches!(verdict, Decision::Defer(_))),
                 ..Line::default()
             }
         }

@@ -25,6 +25,15 @@ fn start(slot: usize, seeds: &[usize]) -> Action {
     }
 }
 
+/// The card's three commands: slot 0 founds, 1 joins through 0, 2 through 1.
+fn three_nodes() -> Vec<(Duration, Action)> {
+    vec![
+        (ms(0), start(0, &[])),
+        (ms(100), start(1, &[0])),
+        (ms(200), start(2, &[1])),
+    ]
+}
+
 fn request(slot: usize) -> Action {
     Action::Request { slot, count: 1 }
 }
@@ -99,15 +108,16 @@ pub fn view_divergence() -> Schedule {
 pub fn holder_crashes_in_cs() -> Schedule {
     let mut config = calm(3);
     config.settings.hold = ms(2000);
-    let actions = vec![
-        (ms(0), start(0, &[])),
-        (ms(100), start(1, &[0])),
-        (ms(200), start(2, &[1])),
-        (ms(6000), request(1)),
-        (ms(6300), request(0)),
-        (ms(6300), request(2)),
-        (ms(7000), Action::Crash { slot: 1 }),
-    ];
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), request(1)),
+            (ms(6300), request(0)),
+            (ms(6300), request(2)),
+            (ms(7000), Action::Crash { slot: 1 }),
+        ],
+    ]
+    .concat();
     Schedule {
         config,
         actions,
@@ -121,11 +131,7 @@ pub fn join_during_contention() -> Schedule {
     let mut config = calm(4);
     config.settings.max_active = 4;
     config.settings.hold = ms(40);
-    let mut actions = vec![
-        (ms(0), start(0, &[])),
-        (ms(100), start(1, &[0])),
-        (ms(200), start(2, &[1])),
-    ];
+    let mut actions = three_nodes();
     let mut t = 6000;
     while t < 9000 {
         for slot in 0..3 {
@@ -149,15 +155,16 @@ pub fn join_during_contention() -> Schedule {
 pub fn leave_with_deferred_replies() -> Schedule {
     let mut config = calm(3);
     config.settings.hold = ms(1000);
-    let actions = vec![
-        (ms(0), start(0, &[])),
-        (ms(100), start(1, &[0])),
-        (ms(200), start(2, &[1])),
-        (ms(6000), request(0)),
-        (ms(6200), request(1)),
-        (ms(6200), request(2)),
-        (ms(6500), Action::Leave { slot: 0 }),
-    ];
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), request(0)),
+            (ms(6200), request(1)),
+            (ms(6200), request(2)),
+            (ms(6500), Action::Leave { slot: 0 }),
+        ],
+    ]
+    .concat();
     Schedule {
         config,
         actions,
@@ -171,15 +178,16 @@ pub fn leave_with_deferred_replies() -> Schedule {
 pub fn restart_while_request_waits() -> Schedule {
     let mut config = calm(3);
     config.settings.hold = ms(1000);
-    let actions = vec![
-        (ms(0), start(0, &[])),
-        (ms(100), start(1, &[0])),
-        (ms(200), start(2, &[1])),
-        (ms(6000), request(1)),
-        (ms(6100), request(0)),
-        (ms(6500), Action::Crash { slot: 1 }),
-        (ms(6600), start(1, &[0, 2])),
-    ];
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), request(1)),
+            (ms(6100), request(0)),
+            (ms(6500), Action::Crash { slot: 1 }),
+            (ms(6600), start(1, &[0, 2])),
+        ],
+    ]
+    .concat();
     Schedule {
         config,
         actions,
@@ -192,29 +200,30 @@ pub fn restart_while_request_waits() -> Schedule {
 /// partition heals.
 pub fn minority_waits() -> Schedule {
     let config = calm(3);
-    let actions = vec![
-        (ms(0), start(0, &[])),
-        (ms(100), start(1, &[0])),
-        (ms(200), start(2, &[1])),
-        (
-            ms(6000),
-            Action::Cut {
-                from: vec![2],
-                to: vec![0, 1],
-            },
-        ),
-        (
-            ms(6000),
-            Action::Cut {
-                from: vec![0, 1],
-                to: vec![2],
-            },
-        ),
-        (ms(6100), request(2)),
-        (ms(6100), request(0)),
-        (ms(9000), request(1)),
-        (ms(12_000), Action::Heal),
-    ];
+    let actions = [
+        three_nodes(),
+        vec![
+            (
+                ms(6000),
+                Action::Cut {
+                    from: vec![2],
+                    to: vec![0, 1],
+                },
+            ),
+            (
+                ms(6000),
+                Action::Cut {
+                    from: vec![0, 1],
+                    to: vec![2],
+                },
+            ),
+            (ms(6100), request(2)),
+            (ms(6100), request(0)),
+            (ms(9000), request(1)),
+            (ms(12_000), Action::Heal),
+        ],
+    ]
+    .concat();
     Schedule {
         config,
         actions,
@@ -227,14 +236,15 @@ pub fn minority_waits() -> Schedule {
 pub fn quorum_lost_waits() -> Schedule {
     let mut config = calm(3);
     config.keep_quorum = false;
-    let actions = vec![
-        (ms(0), start(0, &[])),
-        (ms(100), start(1, &[0])),
-        (ms(200), start(2, &[1])),
-        (ms(6000), Action::Crash { slot: 0 }),
-        (ms(6000), Action::Crash { slot: 1 }),
-        (ms(6100), request(2)),
-    ];
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), Action::Crash { slot: 0 }),
+            (ms(6000), Action::Crash { slot: 1 }),
+            (ms(6100), request(2)),
+        ],
+    ]
+    .concat();
     Schedule {
         config,
         actions,
@@ -249,21 +259,22 @@ pub fn quorum_lost_waits() -> Schedule {
 pub fn holder_paused_in_cs() -> Schedule {
     let mut config = calm(3);
     config.settings.hold = ms(200);
-    let actions = vec![
-        (ms(0), start(0, &[])),
-        (ms(100), start(1, &[0])),
-        (ms(200), start(2, &[1])),
-        (ms(6000), request(1)),
-        (
-            ms(6050),
-            Action::Pause {
-                slot: 1,
-                duration: ms(5000),
-            },
-        ),
-        (ms(6100), request(0)),
-        (ms(6100), request(2)),
-    ];
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), request(1)),
+            (
+                ms(6050),
+                Action::Pause {
+                    slot: 1,
+                    duration: ms(5000),
+                },
+            ),
+            (ms(6100), request(0)),
+            (ms(6100), request(2)),
+        ],
+    ]
+    .concat();
     Schedule {
         config,
         actions,

@@ -600,11 +600,11 @@ impl Builder<'_> {
                 let ts = e.ts.map_or_else(|| "?".to_string(), |t| t.to_string());
                 match (e.deferred, e.own_ts) {
                     (Some(true), Some(own)) => {
-                        let why = if e.ts == Some(own) {
-                            format!("own ts={own} = ts={ts}, lower address first")
-                        } else {
-                            format!("own ts={own} before ts={ts}")
-                        };
+                        let why = precedence(
+                            &format!("own ts={own}"),
+                            &format!("ts={ts}"),
+                            e.ts == Some(own),
+                        );
                         self.note(e, vec![format!("defers REQUEST {rid} of {peer}"), why]);
                     }
                     (Some(true), None) => {
@@ -617,11 +617,11 @@ impl Builder<'_> {
                         );
                     }
                     (Some(false), Some(own)) => {
-                        let why = if e.ts == Some(own) {
-                            format!("ts={ts} = own ts={own}, lower address first")
-                        } else {
-                            format!("ts={ts} before own ts={own}")
-                        };
+                        let why = precedence(
+                            &format!("ts={ts}"),
+                            &format!("own ts={own}"),
+                            e.ts == Some(own),
+                        );
                         self.note(e, vec![format!("grants REQUEST {rid} of {peer}"), why]);
                     }
                     _ => {}
@@ -1162,6 +1162,16 @@ fn wrap(text: &str, width: usize) -> Vec<String> {
         lines.push(line);
     }
     lines
+}
+
+/// Why the first request comes before the second: an earlier timestamp, or on a
+/// tie the lower address.
+fn precedence(first: &str, second: &str, tie: bool) -> String {
+    if tie {
+        format!("{first} = {second}, lower address first")
+    } else {
+        format!("{first} before {second}")
+    }
 }
 
 #[cfg(test)]
