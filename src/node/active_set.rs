@@ -90,10 +90,10 @@ impl Node {
         if view.max_active != self.settings.max_active && source != ViewSource::Founded {
             // The cluster's value wins; say so once per view rather than silently.
             self.emit(Event::Dropped {
-                what: "setting",
-                from: "max_active".into(),
+                what: "max-active setting",
+                from: "this node's configuration".into(),
                 reason: format!(
-                    "this node asks for {} but the cluster was founded with {}",
+                    "it asks for {} but the cluster was founded with {}, which every member uses",
                     self.settings.max_active, view.max_active
                 ),
             });
