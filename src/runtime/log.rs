@@ -144,7 +144,9 @@ pub fn describe(me: ProcessId, event: &Event) -> Line {
         Event::MemberRestarted { member, .. } => Line {
             level: info,
             kind: "member_restarted",
-            message: format!("member {member} RESTARTED: a new process replaced the previous one at that address"),
+            message: format!(
+                "member {member} RESTARTED: its previous process is gone (killed or crashed) and a new one took the address"
+            ),
             peer: Some(member.to_string()),
             ..Line::default()
         },
@@ -191,13 +193,30 @@ pub fn describe(me: ProcessId, event: &Event) -> Line {
             source,
             seated,
         } => {
+            // A process restarted on the same address shows as one change, not as
+            // the same address added and removed.
+            let restarted: Vec<ProcessId> = added
+                .iter()
+                .filter(|a| removed.iter().any(|r| r.addr == a.addr))
+                .copied()
+                .collect();
+            let only = |list: &[ProcessId]| -> Vec<ProcessId> {
+                list.iter()
+                    .filter(|p| !restarted.iter().any(|r| r.addr == p.addr))
+                    .copied()
+                    .collect()
+            };
+            let (added, removed) = (only(added), only(removed));
             let mut changes = Vec::new();
             // The first set a node learns is all new to it: no diff to show.
             if !added.is_empty() && added.len() < members.len() {
-                changes.push(format!("+{}", list(added)));
+                changes.push(format!("+{}", self::list(&added)));
             }
             if !removed.is_empty() {
-                changes.push(format!("-{}", list(removed)));
+                changes.push(format!("-{}", self::list(&removed)));
+            }
+            if !restarted.is_empty() {
+                changes.push(format!("restarted {}", self::list(&restarted)));
             }
             let how = match source {
                 ViewSource::Founded => "founded",
