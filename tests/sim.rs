@@ -2,7 +2,7 @@
 //!
 //! `RA_SIM_SEEDS=N` sets how many random schedules each test runs, `RA_SIM_SEED=S`
 //! the first seed, `RA_SIM_TRACE=1` prints the event trace of every failing (or,
-//! with one seed, every) schedule.
+//! with one seed, every) schedule; `RA_SIM_TRACE=2` adds every datagram.
 
 use std::sync::Mutex;
 use std::thread;
@@ -52,6 +52,8 @@ fn run_many(mix: Mix, first: u64, count: u64) -> Summary {
                     };
                     let mut schedule = schedule::random(seed, mix);
                     schedule.config.trace = tracing();
+                    schedule.config.trace_datagrams =
+                        std::env::var("RA_SIM_TRACE").is_ok_and(|v| v == "2");
                     let report = schedule.run();
                     reports.lock().expect("reports").push(report);
                 }

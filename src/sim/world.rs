@@ -69,7 +69,10 @@ pub struct SimConfig {
     /// Crashes and leaves of active members are skipped when they would take the
     /// active set below a quorum (which would stall it, by design).
     pub keep_quorum: bool,
+    /// Record every node event (and print it on failure).
     pub trace: bool,
+    /// Also record every datagram, with its fate.
+    pub trace_datagrams: bool,
 }
 
 impl SimConfig {
@@ -87,6 +90,7 @@ impl SimConfig {
             liveness_bound: Duration::from_secs(20),
             keep_quorum: true,
             trace: false,
+            trace_datagrams: false,
         }
     }
 }
@@ -370,7 +374,7 @@ impl World {
                     let arrivals =
                         self.net
                             .datagram(&self.config.net, &mut self.rng, self.now, me.addr, to);
-                    if std::env::var("RA_SIM_TRACE").as_deref() == Ok("2") {
+                    if self.config.trace_datagrams {
                         self.trace.push(format!(
                             "{:>10.3}s {me}: datagram to {to}, {} bytes, arrives {arrivals:?}",
                             self.now.as_secs_f64(),
