@@ -34,6 +34,8 @@ struct Holder {
 #[derive(Clone, Debug)]
 struct TrackedRequest {
     issued_at: Duration,
+    /// The cluster and epoch it was issued under.
+    cluster: Option<ProcessId>,
     epoch: u64,
     members: usize,
     /// The active set changed while it waited (the bound is for a stable set).
@@ -131,6 +133,7 @@ impl Oracle {
                     (at, *request_id),
                     TrackedRequest {
                         issued_at: now,
+                        cluster,
                         epoch: *epoch,
                         members: awaiting.len() + 1,
                         unstable: false,
@@ -241,7 +244,8 @@ impl Oracle {
             },
         );
         for ((requester, _), request) in self.requests.iter_mut() {
-            if *requester == at {
+            // Entries in another cluster (a split) compete for another lock.
+            if *requester == at || request.cluster != cluster {
                 continue;
             }
             if request.epoch == fence.epoch {
