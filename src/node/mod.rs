@@ -275,18 +275,9 @@ impl Node {
         self.ra.state()
     }
 
-    pub fn has_left(&self) -> bool {
-        self.life == Life::Left
-    }
-
     /// Requests asked for and not yet served (queued, waiting or holding).
     pub fn outstanding_requests(&self) -> usize {
         self.queued.len() + usize::from(!matches!(self.ra.state(), State::Idle))
-    }
-
-    /// The value this process accepted for the next epoch, if any (for the simulator).
-    pub fn acceptor(&self) -> &Acceptor {
-        &self.acceptor
     }
 
     pub fn status(&self) -> Status {

@@ -27,26 +27,22 @@ const PEER_QUEUE: usize = 4096;
 /// Largest message accepted: a hostile peer cannot make us buffer more.
 const MAX_MESSAGE: usize = 64 * 1024;
 
-/// Counters of what went over the wire, by kind, for `ra bench`.
+/// Ricart–Agrawala messages handed to the wire (requests and replies), for
+/// `ra bench`: counted, not computed.
 #[derive(Default, Debug)]
 pub struct WireStats {
-    pub requests: AtomicU64,
-    pub replies: AtomicU64,
-    pub other: AtomicU64,
+    mutex_messages: AtomicU64,
 }
 
 impl WireStats {
     fn count(&self, envelope: &Envelope) {
-        let counter = match envelope.body.kind() {
-            "request" => &self.requests,
-            "reply" => &self.replies,
-            _ => &self.other,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        if envelope.body.is_mutex_traffic() {
+            self.mutex_messages.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn mutex_messages(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed) + self.replies.load(Ordering::Relaxed)
+        self.mutex_messages.load(Ordering::Relaxed)
     }
 }
 

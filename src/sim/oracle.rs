@@ -24,7 +24,6 @@ use crate::protocol::mutex::Fence;
 
 #[derive(Clone, Debug)]
 struct Holder {
-    process: ProcessId,
     request_id: u64,
     cluster: Option<ProcessId>,
     fence: Fence,
@@ -236,7 +235,6 @@ impl Oracle {
         self.holders.insert(
             at,
             Holder {
-                process: at,
                 request_id,
                 cluster,
                 fence,
@@ -266,13 +264,5 @@ impl Oracle {
                 ));
             }
         }
-    }
-
-    /// Whoever holds the critical section now, with its fence.
-    pub fn holders(&self) -> Vec<(ProcessId, Fence)> {
-        self.holders
-            .values()
-            .map(|h| (h.process, h.fence))
-            .collect()
     }
 }

@@ -732,9 +732,4 @@ impl World {
             events: self.events,
         }
     }
-
-    /// Holders right now (for scenario checks).
-    pub fn holders(&self) -> Vec<ProcessId> {
-        self.oracle.holders().into_iter().map(|(p, _)| p).collect()
-    }
 }
