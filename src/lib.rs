@@ -6,6 +6,7 @@
 //! drives it with tokio and real sockets, [`sim`] with a simulated network and
 //! clock.
 
+pub mod agenda;
 pub mod cli;
 pub mod config;
 pub mod cs;

@@ -3,7 +3,6 @@
 //! and lines to it over a channel.
 
 pub mod log;
-pub mod timers;
 pub mod transport;
 
 use std::net::SocketAddr;
@@ -17,12 +16,12 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::agenda::Agenda;
 use crate::config::NodeConfig;
 use crate::cs::{CriticalSection, unix_us};
 use crate::event::Event;
-use crate::node::{Input, Node, Output, Status};
+use crate::node::{Input, Node, Output, Status, TimerId};
 use crate::protocol::ids::ProcessId;
-use timers::Timers;
 use transport::{Peers, WireStats};
 
 /// What other tasks hand to the node's task.
@@ -183,7 +182,7 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
         base,
         udp,
         peers: Peers::new(inbox_tx.clone(), stats.clone()),
-        timers: Timers::default(),
+        timers: Agenda::default(),
         cs,
         observer: options.observer,
         log_events: options.log_events,
@@ -222,7 +221,9 @@ struct Shell {
     base: Instant,
     udp: Arc<UdpSocket>,
     peers: Peers,
-    timers: Timers,
+    /// Every timer the node asked for, fired from this one task: a task per
+    /// timer would let them fire out of order (see foca issue 26).
+    timers: Agenda<Instant, TimerId>,
     cs: CriticalSection,
     observer: Option<mpsc::UnboundedSender<Observed>>,
     log_events: bool,
@@ -237,7 +238,7 @@ impl Shell {
     async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) -> Result<()> {
         let mut left = self.apply_outputs();
         while !left {
-            let deadline = self.timers.next_deadline();
+            let deadline = self.timers.next_time();
             tokio::select! {
                 next = inbox.recv() => match next {
                     Some(Inbound::Input(input)) => {
@@ -252,7 +253,7 @@ impl Shell {
                 },
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
-                    while let Some(timer) = self.timers.pop_due(now) {
+                    while let Some((_, timer)) = self.timers.pop_due(now) {
                         let at = self.now();
                         self.node.handle(at, Input::Timer(timer));
                         left |= self.apply_outputs();

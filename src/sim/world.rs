@@ -2,8 +2,7 @@
 //! one clock, one seeded random generator, and an event queue. Nothing in here
 //! depends on wall time or thread scheduling, so a seed replays exactly.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::network::{Fate, NetConfig, Network, StreamKey};
 use super::oracle::{Oracle, Stats};
+use crate::agenda::Agenda;
 use crate::event::Event;
 use crate::node::{Input, Node, NodeSettings, Output};
 use crate::protocol::active_set::ActiveSet;
@@ -118,29 +118,6 @@ enum Happening {
     },
 }
 
-struct Scheduled {
-    at: Duration,
-    seq: u64,
-    what: Happening,
-}
-
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 #[derive(Default)]
 struct Slot {
     node: Option<Node>,
@@ -183,8 +160,7 @@ impl Report {
 pub struct World {
     config: SimConfig,
     now: Duration,
-    seq: u64,
-    queue: BinaryHeap<Reverse<Scheduled>>,
+    queue: Agenda<Duration, Happening>,
     slots: Vec<Slot>,
     net: Network,
     rng: SmallRng,
@@ -213,8 +189,7 @@ impl World {
         Self {
             rng: SmallRng::seed_from_u64(config.seed),
             now: Duration::ZERO,
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: Agenda::default(),
             slots,
             net: Network::default(),
             oracle: Oracle::default(),
@@ -234,12 +209,7 @@ impl World {
     }
 
     fn push(&mut self, at: Duration, what: Happening) {
-        self.seq += 1;
-        self.queue.push(Reverse(Scheduled {
-            at,
-            seq: self.seq,
-            what,
-        }));
+        self.queue.push(at, what);
     }
 
     fn process_of(&self, slot: usize) -> Option<ProcessId> {
@@ -271,13 +241,9 @@ impl World {
     }
 
     fn run_until(&mut self, until: Duration) {
-        while let Some(Reverse(next)) = self.queue.pop() {
-            if next.at > until {
-                self.queue.push(Reverse(next));
-                break;
-            }
-            self.now = next.at;
-            self.happen(next.what);
+        while let Some((at, what)) = self.queue.pop_due(until) {
+            self.now = at;
+            self.happen(what);
         }
         self.now = until;
     }
