@@ -132,7 +132,8 @@ impl Node {
 
     /// Propose a change of the active set when it no longer matches who is usable.
     pub(super) fn maybe_reconfigure(&mut self) {
-        let Some(view) = self.view.clone() else {
+        // Runs after every input: borrow, and clone only to act.
+        let Some(view) = self.view.as_ref() else {
             return;
         };
         if self.settings.mutations.local_views {
@@ -140,7 +141,8 @@ impl Node {
             // member list suggests, with no agreement, as naive designs do.
             let wanted = view.desired_members(|p| self.keeps_seat(p), &self.spectators());
             if wanted != view.members && !wanted.is_empty() {
-                self.install(view.successor(wanted), ViewSource::Decided);
+                let next = view.successor(wanted);
+                self.install(next, ViewSource::Decided);
             }
             return;
         }
@@ -157,13 +159,14 @@ impl Node {
             self.change_wanted_since = None;
             return;
         }
+        let preferred = self.preferred_proposer(view) == Some(self.me);
         let since = *self.change_wanted_since.get_or_insert(self.now);
-        if self.preferred_proposer(&view) != Some(self.me)
-            && self.now < since + self.settings.takeover_after
-        {
+        if !preferred && self.now < since + self.settings.takeover_after {
             return;
         }
-        self.start_proposal(view, wanted);
+        if let Some(view) = self.view.clone() {
+            self.start_proposal(view, wanted);
+        }
     }
 
     /// Who should propose the next change, so members rarely duel: a leaving member
