@@ -124,7 +124,6 @@ struct Demo {
     pending: Vec<(String, Instant, String, String)>,
     /// The time of the first event, as Unix microseconds: the story counts from it.
     first_event: Option<i64>,
-    requests_made: usize,
 }
 
 impl Drop for Demo {
@@ -268,6 +267,26 @@ impl Demo {
             .count()
     }
 
+    /// A running node with a request not yet served.
+    fn first_waiting(&self) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            let node = &self.nodes[i];
+            node.count("left") == 0 && node.count("asked") > node.count("exit")
+        })
+    }
+
+    /// A running member of the active set with nothing left to ask.
+    fn idle_active_member(&self) -> Option<usize> {
+        (0..self.nodes.len()).rev().find(|&i| {
+            let node = &self.nodes[i];
+            node.count("left") == 0
+                && node.count("asked") == node.count("exit")
+                && node
+                    .last_active_set()
+                    .is_some_and(|set| set.contains(&node.addr))
+        })
+    }
+
     fn entries_of(&self, index: usize) -> usize {
         self.nodes[index].count("exit")
     }
@@ -302,7 +321,6 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         quiet: args.quiet,
         pending: Vec::new(),
         first_event: None,
-        requests_made: 0,
     };
     println!(
         "ra demo: {} nodes, {} rounds, critical section held {} ms; files in {}",
@@ -368,7 +386,6 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
         for &i in &active {
             demo.nodes[i].type_line("")?;
         }
-        demo.requests_made += active.len();
         let want = before + active.len().min(seated);
         demo.wait_until(
             "every seated node to be served",
@@ -386,7 +403,6 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
         |d| d.nodes[newcomer].last_active_set().is_some(),
     )?;
     demo.nodes[newcomer].type_line("")?;
-    demo.requests_made += 1;
     demo.wait_until(
         "the newcomer to report its place in line",
         Duration::from_secs(10),
@@ -398,22 +414,29 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
         bail!("the spectator entered without a seat");
     }
 
-    demo.say("An active member leaves: the spectator takes its seat and is served");
-    let leaver = 1;
-    demo.nodes[leaver].type_line("leave")?;
-    demo.wait_until("the spectator to be served", Duration::from_secs(30), |d| {
-        d.entries_of(newcomer) > 0
-    })?;
-    demo.wait_until("the leaver to exit", Duration::from_secs(10), |d| {
-        d.nodes[leaver].exited()
-    })?;
-    // Everyone still waiting (spectators from the rounds) gets served now or
-    // stays in line; give the queue time to drain.
-    let served_target = demo.requests_made;
-    let _ = demo.wait_until("the remaining requests", Duration::from_secs(10), |d| {
-        d.exits_in_file() >= served_target
-            || d.nodes.iter().all(|n| n.count("asked") <= n.count("exit"))
-    });
+    // Spectators wait for a seat: free one at a time, by having an active member
+    // with nothing left to ask leave, until every request has been served.
+    while let Some(waiting) = demo.first_waiting() {
+        let Some(leaver) = demo.idle_active_member() else {
+            bail!("requests wait for a seat, but no active member is free to leave");
+        };
+        demo.say(
+            "An active member leaves: the first spectator in line takes its seat and is served",
+        );
+        let served_before = demo.entries_of(waiting);
+        demo.nodes[leaver].type_line("leave")?;
+        demo.wait_until("the leaver to exit", Duration::from_secs(10), |d| {
+            d.nodes[leaver].exited()
+        })?;
+        demo.wait_until(
+            "a waiting request to be served",
+            Duration::from_secs(30),
+            |d| d.first_waiting() != Some(waiting) || d.entries_of(waiting) > served_before,
+        )?;
+    }
+    if demo.entries_of(newcomer) == 0 {
+        bail!("the newcomer was never served");
+    }
     Ok(())
 }
 
