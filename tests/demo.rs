@@ -46,3 +46,31 @@ fn demo_passes_and_cleans_up() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn demo_with_spectators_from_the_start_serves_everyone() {
+    let dir = std::env::temp_dir().join(format!("ra-test-demo4-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_ra"))
+        .args([
+            "demo",
+            "--nodes",
+            "4",
+            "--rounds",
+            "1",
+            "--hold-ms",
+            "20",
+            "--quiet",
+            "--dir",
+        ])
+        .arg(&dir)
+        .output()
+        .expect("run ra demo");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("requests outstanding:      0"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
