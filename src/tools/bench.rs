@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -553,7 +553,7 @@ impl Cluster {
         let mut last_error = None;
         // A port found free may be taken before we bind it: try a few.
         for _ in 0..5 {
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, super::free_loopback_port()?));
             let config = NodeConfig {
                 bind: addr,
                 advertise: addr,
@@ -951,20 +951,6 @@ async fn stop(mut member: Member, within: Duration) {
     }
 }
 
-/// A port free for both UDP and TCP on loopback right now.
-fn free_port() -> Result<u16> {
-    for _ in 0..100 {
-        let Ok(udp) = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)) else {
-            continue;
-        };
-        let port = udp.local_addr()?.port();
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("found no loopback port free for both UDP and TCP")
-}
-
 /// Separate `ra` processes, killed when dropped, whatever happened.
 struct Processes {
     children: Vec<Child>,
@@ -999,7 +985,7 @@ fn footprint(nodes: usize, idle_seconds: f64) -> Result<(f64, f64, f64)> {
     let exe = std::env::current_exe().context("cannot find the ra executable")?;
     let mut seed = None;
     for i in 0..nodes {
-        let addr = format!("127.0.0.1:{}", free_port()?);
+        let addr = format!("127.0.0.1:{}", super::free_loopback_port()?);
         let mut command = Command::new(&exe);
         command
             .arg("--bind")

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -36,19 +35,6 @@ const STORY: &[&str] = &[
     "left",
     "dropped",
 ];
-
-fn free_port() -> Result<u16> {
-    for _ in 0..100 {
-        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let port = udp.local_addr()?.port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    bail!("found no free loopback port for both UDP and TCP")
-}
 
 struct DemoNode {
     name: String,
@@ -147,7 +133,7 @@ impl Demo {
 
     fn start_node(&mut self, join: Option<usize>) -> Result<usize> {
         let index = self.nodes.len();
-        let port = free_port()?;
+        let port = super::free_loopback_port()?;
         let name = format!("n{}", index + 1);
         let addr = format!("127.0.0.1:{port}");
         let log = self.dir.join(format!("{name}.log"));

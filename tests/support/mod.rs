@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,16 +14,7 @@ pub fn ra() -> Command {
 
 /// A port free for both UDP and TCP right now.
 pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let Ok(udp) = UdpSocket::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = udp.local_addr() else { continue };
-        if TcpListener::bind(("127.0.0.1", addr.port())).is_ok() {
-            return addr.port();
-        }
-    }
-    panic!("no free port found");
+    ra::tools::free_loopback_port().expect("a free loopback port")
 }
 
 /// A directory for one test's files, removed unless the test failed.
