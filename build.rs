@@ -1,10 +1,17 @@
-//! Compiles proto/ with protox (pure Rust), so building needs no system `protoc`.
+//! Compiles proto/ with protox (pure Rust), so building needs no system `protoc`,
+//! and keeps the encoded descriptors for the API's server reflection.
+
+use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/ra/v1/ra.proto";
+    let protos = ["proto/ra/v1/ra.proto", "proto/ra/v1/lock.proto"];
     // compile_fds does not emit rerun-if-changed for the inputs itself.
-    println!("cargo:rerun-if-changed={proto}");
-    let descriptors = protox::compile([proto], ["proto"])?;
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(protos, ["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("ra_descriptors.bin"), descriptors.encode_to_vec())?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

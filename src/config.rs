@@ -6,11 +6,115 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
 use serde::Deserialize;
 
-use crate::cli::{LogFormat, NodeArgs};
-use crate::membership::settings::SwimSettings;
+use crate::membership::seal::Keyring;
 use crate::node::NodeSettings;
+
+/// The node's flags, as given on the command line (everything optional: the
+/// config file and the defaults fill in the rest).
+#[derive(Args, Debug, Default, Clone)]
+pub struct NodeFlags {
+    /// Address to listen on, UDP (SWIM) and TCP (gRPC) on the same port:
+    /// `:PORT` (all interfaces) or `HOST:PORT`; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<String>,
+    /// A member to join through (`:PORT` is 127.0.0.1:PORT); repeat for more.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Vec<String>,
+    /// The address other nodes use to reach this one (default: the bind address,
+    /// or 127.0.0.1 when bound to all interfaces).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// A TOML file with settings (see config/ra.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Most members of the active set; further nodes wait as spectators.
+    #[arg(long, value_name = "N")]
+    pub max_active: Option<u32>,
+    /// How long Enter and --requests hold the lock, in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub hold_ms: Option<u64>,
+    /// Append one JSON line per entry and exit to this shared file.
+    #[arg(long, value_name = "PATH")]
+    pub cs_file: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level: error, warn, info (the default: every message that leads into
+    /// a critical section), debug, trace.
+    #[arg(long, value_enum)]
+    pub log_level: Option<LogLevel>,
+    /// More log lines (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Fewer log lines (-q warnings and errors, -qq errors only).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Take the lock N times, one after another, without stdin; then leave.
+    #[arg(long, value_name = "N")]
+    pub requests: Option<u32>,
+    /// With --requests: keep serving the cluster once the N entries are done.
+    #[arg(long)]
+    pub stay: bool,
+    /// The client API's Unix socket (default: one per port, under
+    /// $XDG_RUNTIME_DIR/ra or /tmp/ra-UID; see `ra lock --node`).
+    #[arg(long, value_name = "PATH")]
+    pub api: Option<PathBuf>,
+    /// Serve no client API.
+    #[arg(long, conflicts_with = "api")]
+    pub no_api: bool,
+    /// Authenticate and encrypt peer traffic with the keys in FILE (base64, one
+    /// per line, the first used to send; make one with `ra keygen`). Every node
+    /// of the cluster needs it. SIGHUP re-reads it (key rotation).
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+
+    /// Move `steps` levels louder (positive) or quieter (negative), within range.
+    fn shifted(self, steps: i32) -> Self {
+        let all = [
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+            LogLevel::Trace,
+        ];
+        let at = all.iter().position(|l| *l == self).unwrap_or(2) as i32;
+        all[(at + steps).clamp(0, 4) as usize]
+    }
+}
 
 /// Everything needed to run one node.
 #[derive(Clone, Debug)]
@@ -19,9 +123,43 @@ pub struct NodeConfig {
     pub advertise: SocketAddr,
     pub join: Vec<SocketAddr>,
     pub settings: NodeSettings,
+    /// How long the console's Enter and `--requests` hold the lock.
+    pub console_hold: Duration,
     pub cs_file: Option<PathBuf>,
     pub log_format: LogFormat,
+    pub log_level: LogLevel,
     pub requests: u32,
+    pub stay: bool,
+    pub api: ApiSocket,
+    /// The cluster key file, and the keys read from it at start.
+    pub cluster_key: Option<(PathBuf, Keyring)>,
+    /// Bounds of the peer server.
+    pub limits: crate::runtime::transport::server::Limits,
+}
+
+/// Where the client API listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApiSocket {
+    Off,
+    /// [`default_api_path`] of the port the node binds (known once bound, for
+    /// port 0).
+    PerPort,
+    At(PathBuf),
+}
+
+/// Longest duration any setting may have: a day. Beyond that a typo, never a
+/// plan, and timer arithmetic stays far from overflow.
+const MAX_SETTING_MS: u64 = 24 * 3600 * 1000;
+
+/// Where the client API of the node on `port` listens by default:
+/// `$XDG_RUNTIME_DIR/ra/PORT.sock`, else `/tmp/ra-UID/PORT.sock`.
+pub fn default_api_path(port: u16) -> PathBuf {
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("ra"),
+        // SAFETY: getuid has no preconditions and cannot fail.
+        _ => std::env::temp_dir().join(format!("ra-{}", unsafe { libc::getuid() })),
+    };
+    dir.join(format!("{port}.sock"))
 }
 
 impl NodeConfig {
@@ -41,6 +179,16 @@ struct FileConfig {
     cluster: FileCluster,
     #[serde(default)]
     swim: FileSwim,
+    #[serde(default)]
+    limits: FileLimits,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    max_peer_connections: Option<usize>,
+    idle_timeout_ms: Option<u64>,
+    window_kb: Option<u32>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -54,6 +202,9 @@ struct FileNode {
     hold_ms: Option<u64>,
     cs_file: Option<PathBuf>,
     log_format: Option<LogFormat>,
+    log_level: Option<LogLevel>,
+    api: Option<PathBuf>,
+    cluster_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -65,6 +216,8 @@ struct FileCluster {
     proposal_timeout_ms: Option<u64>,
     leave_timeout_ms: Option<u64>,
     tick_ms: Option<u64>,
+    grant_lease_ms: Option<u64>,
+    refused_connection_is_proof: Option<bool>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -138,7 +291,7 @@ fn read_file(path: &Path) -> Result<FileConfig> {
 }
 
 /// Merge defaults, the config file and the flags; check the result.
-pub fn resolve(args: &NodeArgs) -> Result<NodeConfig> {
+pub fn resolve(args: &NodeFlags) -> Result<NodeConfig> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
@@ -149,9 +302,6 @@ pub fn resolve(args: &NodeArgs) -> Result<NodeConfig> {
         .or(file.node.bind.clone())
         .context("--bind is required, for example `ra --bind :7000`")?;
     let bind = parse_bind(&bind_text)?;
-    if bind.port() == 0 {
-        bail!("--bind needs a fixed port: peers reach this node by it, on UDP and TCP alike");
-    }
     let advertise = match args.advertise.clone().or(file.node.advertise.clone()) {
         Some(text) => parse_peer(&text, "--advertise")?,
         None if bind.ip().is_unspecified() => {
@@ -159,7 +309,7 @@ pub fn resolve(args: &NodeArgs) -> Result<NodeConfig> {
         }
         None => bind,
     };
-    if advertise.ip().is_unspecified() || advertise.port() == 0 {
+    if advertise.ip().is_unspecified() || (advertise.port() == 0 && bind.port() != 0) {
         bail!("--advertise must be an address other nodes can reach, not {advertise}");
     }
     let join_texts = if args.join.is_empty() {
@@ -174,47 +324,116 @@ pub fn resolve(args: &NodeArgs) -> Result<NodeConfig> {
 
     let mut settings = NodeSettings::default();
     if let Some(n) = args.max_active.or(file.node.max_active) {
-        if n == 0 {
-            bail!("--max-active must be at least 1");
+        if n == 0 || n as usize > crate::wire::MAX_MEMBERS {
+            bail!(
+                "--max-active must be from 1 to {}, not {n}",
+                crate::wire::MAX_MEMBERS
+            );
         }
         settings.max_active = n;
     }
-    if let Some(n) = args.hold_ms.or(file.node.hold_ms) {
-        settings.hold = ms(n);
-    }
-    let c = &file.cluster;
-    let apply = |target: &mut Duration, value: Option<u64>| {
-        if let Some(v) = value {
-            *target = ms(v);
+    let mut errors = Vec::new();
+    let mut checked_ms = |name: &str, value: u64| {
+        if value > MAX_SETTING_MS {
+            errors.push(format!(
+                "{name} is {value} ms; at most {MAX_SETTING_MS} (a day)"
+            ));
         }
+        ms(value.min(MAX_SETTING_MS))
     };
-    apply(&mut settings.found_after, c.found_after_ms);
-    apply(&mut settings.retry_join_every, c.retry_join_ms);
-    apply(&mut settings.takeover_after, c.takeover_after_ms);
-    apply(&mut settings.proposal_timeout, c.proposal_timeout_ms);
-    apply(&mut settings.leave_timeout, c.leave_timeout_ms);
-    apply(&mut settings.tick, c.tick_ms);
+    let console_hold = checked_ms(
+        "--hold-ms",
+        args.hold_ms.or(file.node.hold_ms).unwrap_or(1000),
+    );
+    let c = &file.cluster;
+    let s = &file.swim;
+    let fields: [(&str, &mut Duration, Option<u64>); 13] = [
+        (
+            "cluster.found_after_ms",
+            &mut settings.found_after,
+            c.found_after_ms,
+        ),
+        (
+            "cluster.retry_join_ms",
+            &mut settings.retry_join_every,
+            c.retry_join_ms,
+        ),
+        (
+            "cluster.takeover_after_ms",
+            &mut settings.takeover_after,
+            c.takeover_after_ms,
+        ),
+        (
+            "cluster.proposal_timeout_ms",
+            &mut settings.proposal_timeout,
+            c.proposal_timeout_ms,
+        ),
+        (
+            "cluster.leave_timeout_ms",
+            &mut settings.leave_timeout,
+            c.leave_timeout_ms,
+        ),
+        ("cluster.tick_ms", &mut settings.tick, c.tick_ms),
+        (
+            "cluster.grant_lease_ms",
+            &mut settings.grant_lease,
+            c.grant_lease_ms,
+        ),
+        (
+            "swim.probe_period_ms",
+            &mut settings.swim.probe_period,
+            s.probe_period_ms,
+        ),
+        (
+            "swim.probe_rtt_ms",
+            &mut settings.swim.probe_rtt,
+            s.probe_rtt_ms,
+        ),
+        (
+            "swim.suspect_to_down_after_ms",
+            &mut settings.swim.suspect_to_down_after,
+            s.suspect_to_down_after_ms,
+        ),
+        (
+            "swim.gossip_every_ms",
+            &mut settings.swim.gossip_every,
+            s.gossip_every_ms,
+        ),
+        (
+            "swim.announce_every_ms",
+            &mut settings.swim.announce_every,
+            s.announce_every_ms,
+        ),
+        (
+            "swim.announce_to_down_every_ms",
+            &mut settings.swim.announce_to_down_every,
+            s.announce_to_down_every_ms,
+        ),
+    ];
+    for (name, target, value) in fields {
+        if let Some(v) = value {
+            *target = checked_ms(name, v);
+        }
+    }
+    if let Some(error) = errors.first() {
+        bail!("{error}");
+    }
     for (name, value) in [
         ("cluster.retry_join_ms", settings.retry_join_every),
         ("cluster.proposal_timeout_ms", settings.proposal_timeout),
         ("cluster.tick_ms", settings.tick),
+        ("cluster.grant_lease_ms", settings.grant_lease),
     ] {
         if value.is_zero() {
             bail!("{name} must be positive");
         }
     }
 
-    let s = &file.swim;
-    let mut swim = SwimSettings::default();
-    apply(&mut swim.probe_period, s.probe_period_ms);
-    apply(&mut swim.probe_rtt, s.probe_rtt_ms);
-    apply(&mut swim.suspect_to_down_after, s.suspect_to_down_after_ms);
-    apply(&mut swim.gossip_every, s.gossip_every_ms);
-    apply(&mut swim.announce_every, s.announce_every_ms);
-    apply(
-        &mut swim.announce_to_down_every,
-        s.announce_to_down_every_ms,
-    );
+    if let Some(proof) = c.refused_connection_is_proof {
+        settings.refused_connection_is_proof = proof;
+    }
+
+    let mut swim = settings.swim.clone();
     if let Some(v) = s.indirect_probes {
         swim.num_indirect_probes = v;
     }
@@ -233,14 +452,57 @@ pub fn resolve(args: &NodeArgs) -> Result<NodeConfig> {
     swim.validate().map_err(anyhow::Error::msg)?;
     settings.swim = swim;
 
+    let level = args.log_level.or(file.node.log_level).unwrap_or_default();
+    let log_level = level.shifted(i32::from(args.verbose) - i32::from(args.quiet));
+    let api = if args.no_api {
+        ApiSocket::Off
+    } else {
+        match args.api.clone().or(file.node.api) {
+            Some(path) => ApiSocket::At(path),
+            None => ApiSocket::PerPort,
+        }
+    };
+    let mut limits = crate::runtime::transport::server::Limits::default();
+    let l = &file.limits;
+    if let Some(n) = l.max_peer_connections {
+        if !(8..=65_536).contains(&n) {
+            bail!("limits.max_peer_connections must be from 8 to 65536, not {n}");
+        }
+        limits.max_connections = n;
+    }
+    if let Some(ms) = l.idle_timeout_ms {
+        if !(1000..=MAX_SETTING_MS).contains(&ms) {
+            bail!("limits.idle_timeout_ms must be from 1000 to {MAX_SETTING_MS}, not {ms}");
+        }
+        limits.idle_timeout = Duration::from_millis(ms);
+    }
+    if let Some(kb) = l.window_kb {
+        if !(64..=16_384).contains(&kb) {
+            bail!("limits.window_kb must be from 64 to 16384, not {kb}");
+        }
+        limits.window_bytes = kb * 1024;
+    }
+    let cluster_key = match args.cluster_key.clone().or(file.node.cluster_key) {
+        Some(path) => {
+            let keys = crate::membership::keyfile::read(&path)?;
+            Some((path, keys))
+        }
+        None => None,
+    };
     Ok(NodeConfig {
+        cluster_key,
+        limits,
         bind,
         advertise,
         join,
         settings,
+        console_hold,
         cs_file: args.cs_file.clone().or(file.node.cs_file),
         log_format: args.log_format.or(file.node.log_format).unwrap_or_default(),
+        log_level,
         requests: args.requests.unwrap_or(0),
+        stay: args.stay,
+        api,
     })
 }
 
@@ -250,10 +512,10 @@ mod tests {
 
     #[test]
     fn port_only_binds_everywhere_and_advertises_loopback() {
-        let args = NodeArgs {
+        let args = NodeFlags {
             bind: Some(":7000".into()),
             join: vec![":7001".into()],
-            ..NodeArgs::default()
+            ..NodeFlags::default()
         };
         let config = resolve(&args).expect("valid");
         assert_eq!(config.bind, "0.0.0.0:7000".parse().expect("addr"));
@@ -265,9 +527,9 @@ mod tests {
     #[test]
     fn bad_addresses_say_what_is_wrong() {
         for bad in ["7000", ":70000", ":x", "[::1]"] {
-            let args = NodeArgs {
+            let args = NodeFlags {
                 bind: Some(bad.into()),
-                ..NodeArgs::default()
+                ..NodeFlags::default()
             };
             let message = format!("{:#}", resolve(&args).expect_err(bad));
             assert!(message.contains("bad --bind address"), "{bad}: {message}");
@@ -277,10 +539,10 @@ mod tests {
     #[test]
     fn the_shipped_config_file_is_valid_and_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ra.toml");
-        let args = NodeArgs {
+        let args = NodeFlags {
             bind: Some(":7000".into()),
             config: Some(path),
-            ..NodeArgs::default()
+            ..NodeFlags::default()
         };
         let config = resolve(&args).expect("config/ra.toml parses");
         assert_eq!(config.settings, NodeSettings::default());
@@ -292,10 +554,10 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join("bad.toml");
         std::fs::write(&path, "[node]\nmax_active = 3\nhold = 5\n").expect("write");
-        let args = NodeArgs {
+        let args = NodeFlags {
             bind: Some(":7000".into()),
             config: Some(path),
-            ..NodeArgs::default()
+            ..NodeFlags::default()
         };
         let message = format!("{:#}", resolve(&args).expect_err("unknown key"));
         assert!(message.contains("line 3"), "{message}");

@@ -10,12 +10,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::lock::{Fence, LockName};
+
 /// One line of the shared file.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct CsRecord {
     /// "enter" or "exit".
     pub event: String,
     pub node: String,
+    /// The lock; files written before locks had names hold only `default`.
+    #[serde(default = "default_lock")]
+    pub lock: String,
+    /// The fencing token.
     pub fence: u64,
     pub lamport: u64,
     pub unix_us: u64,
@@ -25,6 +31,10 @@ pub struct CsRecord {
     pub request_id: u64,
     #[serde(default)]
     pub pid: u32,
+}
+
+fn default_lock() -> String {
+    crate::protocol::lock::DEFAULT_LOCK.to_string()
 }
 
 pub fn unix_us() -> u64 {
@@ -58,39 +68,55 @@ impl CriticalSection {
         Ok(Self { node, file, print })
     }
 
-    pub fn enter(&mut self, fence: u64, epoch: u64, lamport: u64, request_id: u64) {
+    pub fn enter(&mut self, lock: &LockName, fence: Fence, lamport: u64, request_id: u64) {
         if self.print {
-            println!("{} is in the critical section (fence {fence})", self.node);
+            println!("{} holds {lock} (fence {fence})", self.node);
         }
-        self.append("enter", fence, epoch, lamport, request_id);
+        self.append("enter", lock, fence, lamport, request_id);
     }
 
-    pub fn exit(&mut self, fence: u64, epoch: u64, lamport: u64, request_id: u64) {
+    pub fn exit(&mut self, lock: &LockName, fence: Fence, lamport: u64) {
         if self.print {
-            println!("{} left the critical section (fence {fence})", self.node);
+            println!("{} released {lock} (fence {fence})", self.node);
         }
-        self.append("exit", fence, epoch, lamport, request_id);
+        self.append("exit", lock, fence, lamport, 0);
     }
 
-    fn append(&mut self, event: &str, fence: u64, epoch: u64, lamport: u64, request_id: u64) {
+    fn append(
+        &mut self,
+        event: &str,
+        lock: &LockName,
+        fence: Fence,
+        lamport: u64,
+        request_id: u64,
+    ) {
         let Some((path, file)) = self.file.as_mut() else {
             return;
         };
         let record = CsRecord {
             event: event.to_string(),
             node: self.node.to_string(),
-            fence,
+            lock: lock.to_string(),
+            // Out-of-range fences never happen (epochs stop at the edge); a 0
+            // would show up in `ra check` as a falling fence, never pass silently.
+            fence: fence.token().unwrap_or(0),
             lamport,
             unix_us: unix_us(),
-            epoch,
+            epoch: fence.epoch,
             request_id,
             pid: std::process::id(),
         };
-        let mut line = serde_json::to_string(&record).unwrap_or_default();
+        let mut line = match serde_json::to_string(&record) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!(target: "ra::cs", "cannot encode a record for {}: {e}", path.display());
+                return;
+            }
+        };
         line.push('\n');
         // One write call per line, so appends from several processes never interleave.
         if let Err(e) = file.write_all(line.as_bytes()) {
-            tracing::error!(target: "ra", "cannot append to {}: {e}", path.display());
+            tracing::error!(target: "ra::cs", "cannot append to {}: {e}", path.display());
         }
     }
 }

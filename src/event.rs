@@ -1,42 +1,216 @@
-//! What a node reports: every membership change and every message that leads a
-//! node into the critical section. The node emits these as values; the shell
-//! logs them (`crate::runtime::log`), the simulator checks them.
+//! What a node reports: every membership change, every message that leads a
+//! node into a critical section, and what its shell does. The node emits these
+//! as values; the shell logs them (`crate::runtime::log`), the simulator checks
+//! them, and `ra trace`, `ra demo` and the tests read them back from JSON logs
+//! through the same types, so a renamed field fails to compile rather than
+//! silently breaking a reader.
+//!
+//! Everything here is data: the sentences are built by the log writer.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::clock::ImplausibleClock;
 use crate::protocol::ids::ProcessId;
-use crate::protocol::mutex::{Decision, Fence, StaleReason};
+use crate::protocol::lock::{Fence, LockName};
+use crate::protocol::ricart_agrawala::{Decision, StaleReason};
+
+/// A client's ticket for one lock, unique within one node process.
+pub type Ticket = u64;
 
 /// How a node learned of an active set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ViewSource {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetSource {
     Founded,
     Decided,
     Message,
     Gossip,
 }
 
-impl ViewSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ViewSource::Founded => "founded",
-            ViewSource::Decided => "decided",
-            ViewSource::Message => "message",
-            ViewSource::Gossip => "gossip",
-        }
-    }
+/// Why a proposal for the next active set was given up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AbandonReason {
+    NoQuorumInTime,
+    OutvotedByHigherBallot,
+    /// A member the value would remove answered again before it was sent.
+    MemberBack,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Proof that a process is gone, from its own host's kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "evidence")]
+pub enum GoneEvidence {
+    /// A connect to its address was refused: nothing listens there any more.
+    ConnectionRefused,
+    /// A new process answers at its address.
+    Restarted { now: ProcessId },
+}
+
+/// Why a member was declared failed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// SWIM: it stopped answering probes (a crash, a pause, or a cut).
+    #[default]
+    Unresponsive,
+    /// Its host says the process is gone (see [`GoneEvidence`]).
+    ProcessGone,
+}
+
+/// Why a pending request was taken back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawReason {
+    TicketCancelled,
+    /// A try found the lock taken.
+    Busy,
+    LostSeat,
+    ClusterMerged,
+    NodeLeaving,
+}
+
+/// Why a ticket ended without its client releasing it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossReason {
+    /// The active set was decided without this node while it held the lock.
+    Evicted,
+    /// SWIM declared a quorum of the active set down: this node may be the one
+    /// cut off, and the others may go on without it.
+    QuorumLost,
+    /// The process was stopped (a pause, a frozen VM) for longer than failure
+    /// detection while it held the lock.
+    Paused,
+    /// The node is leaving the cluster.
+    NodeLeaving,
+    /// A spectator's ticket: the member holding the lock for it lost it.
+    ProxyLost,
+    /// A spectator's ticket: the member holding the lock for it fell silent
+    /// (its heartbeats stopped), so it may have let the lock go.
+    ProxySilent,
+}
+
+/// Why a ticket never got its lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusedReason {
+    /// A try, and the lock was held or asked for ahead of it.
+    NotFree,
+    /// The node is leaving the cluster.
+    NodeLeaving,
+    /// A spectator's ticket: the member serving it serves as many of this
+    /// spectator's tickets as it will.
+    TooMany,
+}
+
+/// Why a message or datagram was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum DropReason {
+    /// Meant for an earlier process at this address.
+    AddressedToEarlierProcess { to: ProcessId },
+    /// Sent by a process that has since restarted.
+    SentByRestartedProcess,
+    /// Its Lamport clock or timestamp is implausibly far ahead of ours.
+    ClockTooFarAhead { seen: u64, own: u64 },
+    /// An epoch implausibly far ahead of ours, or beyond what fences can carry.
+    EpochOutOfRange { seen: u64, own: u64 },
+    /// A request from a process that is not a member of our active set, or made
+    /// while we have no seat ourselves.
+    NotBothMembers { epoch: u64 },
+    /// Bytes that do not decode (the detail is the decoder's).
+    Malformed { detail: String },
+    /// The node is leaving and takes no new tickets.
+    NodeLeaving,
+    /// A datagram from an address this cluster would never dial.
+    ImplausibleAddress { addr: SocketAddr },
+    /// A message whose sender does not match the authenticated peer of its stream.
+    ForgedSender { peer: String },
+    /// Encryption or authentication failed (wrong or missing cluster key).
+    NotAuthenticated { detail: String },
+    /// The node's inbox is full: it is overloaded.
+    Overloaded,
+}
+
+/// What the drop counts are about, for the rate-limited summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DroppedWhat {
+    Datagram,
+    Message,
+    Stream,
+    Ticket,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "event")]
 pub enum Event {
+    // ---- the shell ------------------------------------------------------
+    /// The first line: where the node listens and what it trusts.
+    Listening {
+        /// Written as `me`: the record's own `node` field already holds this
+        /// process, and a second `node` key made the line unreadable.
+        #[serde(rename = "me")]
+        node: ProcessId,
+        bind: SocketAddr,
+        api: Option<PathBuf>,
+        authenticated: bool,
+        tls: bool,
+        data_dir: Option<PathBuf>,
+    },
+    /// A hold longer than failure detection: a cut-off holder may overlap.
+    HoldOutlastsDetection {
+        #[serde(with = "millis")]
+        hold: Duration,
+        #[serde(with = "millis")]
+        detection: Duration,
+    },
+    /// Many inputs of one kind were refused: counted rather than logged each.
+    DropsSummarised {
+        what: DroppedWhat,
+        count: u64,
+        #[serde(with = "millis")]
+        over: Duration,
+        reasons: Vec<(String, u64)>,
+    },
+    /// Something the shell wants an operator to know, in its own words (a
+    /// library's diagnostic, a socket error).
+    Note {
+        /// Written as `text`: the record's own `message` field is the sentence,
+        /// and a second `message` key made the line unreadable.
+        #[serde(rename = "text")]
+        message: String,
+    },
+    /// A peer says it cannot open this node's datagrams (no key, another key).
+    RefusedByPeer {
+        peer: SocketAddr,
+        why: String,
+    },
+    /// SIGHUP re-read the cluster key file.
+    KeysReloaded {
+        sealing: String,
+        accepting: Vec<String>,
+    },
+    /// The cluster key file did not read: the keys in use stay.
+    KeysNotReloaded {
+        error: String,
+    },
+
+    // ---- membership -----------------------------------------------------
     Started {
         me: ProcessId,
         seeds: Vec<SocketAddr>,
+        #[serde(with = "millis_opt")]
         found_in: Option<Duration>,
     },
     StillAlone {
         seeds: Vec<SocketAddr>,
+        #[serde(with = "millis")]
         waited: Duration,
     },
     Connected,
@@ -49,6 +223,15 @@ pub enum Event {
     },
     MemberFailed {
         member: ProcessId,
+        #[serde(default)]
+        cause: FailureCause,
+    },
+    /// This node's own evidence that a process is gone (its stream broke and
+    /// a reconnect was refused, or a new process answers).
+    ProcessGone {
+        member: ProcessId,
+        #[serde(flatten)]
+        evidence: GoneEvidence,
     },
     MemberRestarted {
         previous: ProcessId,
@@ -61,11 +244,11 @@ pub enum Event {
     /// The same process under a renewed SWIM identity (a refuted suspicion).
     MemberRenamed {
         member: ProcessId,
-        bump: u16,
+        bump: u32,
     },
     /// This node was declared down by the cluster and renewed its identity.
     Rejoined {
-        bump: u16,
+        bump: u32,
     },
     PeerLeaving {
         member: ProcessId,
@@ -73,13 +256,16 @@ pub enum Event {
     Founded {
         cluster: ProcessId,
     },
-    ViewInstalled {
+
+    // ---- the active set -------------------------------------------------
+    ActiveSetInstalled {
         epoch: u64,
         members: Vec<ProcessId>,
         added: Vec<ProcessId>,
         removed: Vec<ProcessId>,
-        source: ViewSource,
+        source: SetSource,
         seated: bool,
+        max_active: u32,
     },
     ClusterMerged {
         abandoned: ProcessId,
@@ -93,95 +279,343 @@ pub enum Event {
     ProposalAbandoned {
         epoch: u64,
         round: u32,
-        reason: &'static str,
+        why: AbandonReason,
     },
-    RequestQueued {
-        queued: usize,
+    /// This node's `max_active` differs from the cluster's, which wins.
+    MaxActiveMismatch {
+        configured: u32,
+        cluster: u32,
+    },
+    /// The epoch reached the largest a fence can carry: no further change.
+    EpochsExhausted {
+        epoch: u64,
+    },
+
+    // ---- locks ----------------------------------------------------------
+    /// A client asked for a lock.
+    Asked {
+        lock: LockName,
+        ticket: Ticket,
+        /// Tickets of this node waiting for this lock, this one included.
+        waiting: usize,
+        #[serde(default)]
+        try_only: bool,
     },
     WaitingForSeat {
         position: usize,
         spectators: usize,
     },
     RequestIssued {
+        lock: LockName,
         request_id: u64,
         timestamp: u64,
         epoch: u64,
         awaiting: Vec<ProcessId>,
     },
     RequestSent {
+        lock: LockName,
         to: ProcessId,
         request_id: u64,
+        /// 0 the first time; more when asked again.
+        attempt: u32,
         timestamp: u64,
         epoch: u64,
     },
     RequestReceived {
+        lock: LockName,
         from: ProcessId,
         request_id: u64,
         timestamp: u64,
         epoch: u64,
         /// The timestamp of this node's own pending request, if it has one.
         own_timestamp: Option<u64>,
-        verdict: Decision,
+        decision: Decision,
     },
     ReplySent {
+        lock: LockName,
         to: ProcessId,
         request_id: u64,
         epoch: u64,
         deferred: bool,
     },
     ReplyReceived {
+        lock: LockName,
         from: ProcessId,
         request_id: u64,
         epoch: u64,
         remaining: usize,
     },
     ReplyIgnored {
+        lock: LockName,
         from: ProcessId,
         request_id: u64,
         epoch: u64,
-        reason: StaleReason,
+        why: StaleReason,
     },
-    NewerViewSent {
+    /// A reply that arrived after its grant lease: it may predate an eviction,
+    /// so the member is asked again.
+    ReplyExpired {
+        lock: LockName,
+        from: ProcessId,
+        request_id: u64,
+    },
+    NewerSetSent {
+        lock: LockName,
         to: ProcessId,
         request_id: u64,
         epoch: u64,
     },
     Reissued {
+        lock: LockName,
         request_id: u64,
         epoch: u64,
         awaiting: Vec<ProcessId>,
     },
     Withdrawn {
+        lock: LockName,
         request_id: u64,
-        reason: &'static str,
+        why: WithdrawReason,
     },
     Enter {
+        lock: LockName,
+        ticket: Ticket,
         request_id: u64,
         timestamp: u64,
         fence: Fence,
         lamport: u64,
+        #[serde(with = "millis")]
         waited: Duration,
     },
-    /// The critical section ended this much later than planned: the process was
-    /// stopped inside it, and others may have entered meanwhile.
-    ExitedLate {
-        fence: Fence,
-        late_by: Duration,
-    },
     Exit {
-        request_id: u64,
+        lock: LockName,
+        ticket: Ticket,
         fence: Fence,
         lamport: u64,
+        #[serde(with = "millis")]
+        held: Duration,
         released: Vec<ProcessId>,
     },
+    /// A spectator's ticket goes to a seated member, which asks for the lock
+    /// in its place.
+    Forwarded {
+        lock: LockName,
+        ticket: Ticket,
+        to: ProcessId,
+    },
+    /// A member takes on a spectator's ticket, as its own `ticket`.
+    Serving {
+        lock: LockName,
+        ticket: Ticket,
+        spectator: ProcessId,
+        their_ticket: Ticket,
+    },
+    /// A spectator's ticket got the lock through the member `via`.
+    EnterVia {
+        lock: LockName,
+        ticket: Ticket,
+        fence: Fence,
+        via: ProcessId,
+        #[serde(with = "millis")]
+        waited: Duration,
+    },
+    /// A spectator's client gave back the lock it held through `via`.
+    ExitVia {
+        lock: LockName,
+        ticket: Ticket,
+        fence: Fence,
+        via: ProcessId,
+        #[serde(with = "millis")]
+        held: Duration,
+    },
+    /// A waiting ticket was given back before it got the lock.
+    Cancelled {
+        lock: LockName,
+        ticket: Ticket,
+    },
+    /// A ticket that will never get the lock.
+    Refused {
+        lock: LockName,
+        ticket: Ticket,
+        why: RefusedReason,
+    },
+    /// A try was answered: the lock is not free now.
+    BusySent {
+        lock: LockName,
+        to: ProcessId,
+        request_id: u64,
+    },
+    /// A ticket ended without its client releasing it; a holder's client must
+    /// stop using the lock.
+    Lost {
+        lock: LockName,
+        ticket: Ticket,
+        fence: Option<Fence>,
+        why: LossReason,
+    },
+    FenceSpaceExhausted {
+        lock: LockName,
+        epoch: u64,
+    },
+
+    // ---- the process ----------------------------------------------------
+    /// The process was stopped (SIGSTOP, a frozen VM, a long stall): measured
+    /// from the gap in its own timers.
+    Paused {
+        #[serde(with = "millis")]
+        stopped_for: Duration,
+        holding: Vec<LockName>,
+    },
     Leaving {
-        dropped_requests: usize,
+        dropped_tickets: usize,
     },
     LeaveTimedOut,
     Left,
     Dropped {
-        what: &'static str,
+        what: DroppedWhat,
         from: String,
-        reason: String,
+        #[serde(flatten)]
+        why: DropReason,
     },
+}
+
+impl DropReason {
+    /// A short name for counting drops by reason.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DropReason::AddressedToEarlierProcess { .. } => "addressed to an earlier process",
+            DropReason::SentByRestartedProcess => "from a restarted process",
+            DropReason::ClockTooFarAhead { .. } => "clock too far ahead",
+            DropReason::EpochOutOfRange { .. } => "epoch out of range",
+            DropReason::NotBothMembers { .. } => "not both members",
+            DropReason::Malformed { .. } => "malformed",
+            DropReason::NodeLeaving => "node leaving",
+            DropReason::ImplausibleAddress { .. } => "implausible address",
+            DropReason::ForgedSender { .. } => "forged sender",
+            DropReason::NotAuthenticated { .. } => "not authenticated",
+            DropReason::Overloaded => "overloaded",
+        }
+    }
+}
+
+impl From<ImplausibleClock> for DropReason {
+    fn from(e: ImplausibleClock) -> Self {
+        DropReason::ClockTooFarAhead {
+            seen: e.seen,
+            own: e.own,
+        }
+    }
+}
+
+/// Durations as milliseconds with microsecond precision, for people and jq.
+pub mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_micros() as f64) / 1000.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        if !ms.is_finite() || ms < 0.0 {
+            return Err(serde::de::Error::custom(
+                "a duration must be a finite, non-negative number of milliseconds",
+            ));
+        }
+        Ok(Duration::from_secs_f64(ms / 1000.0))
+    }
+}
+
+pub mod millis_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::millis::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let ms = Option::<f64>::deserialize(d)?;
+        match ms {
+            Some(ms) if ms.is_finite() && ms >= 0.0 => {
+                Ok(Some(Duration::from_secs_f64(ms / 1000.0)))
+            }
+            Some(_) => Err(serde::de::Error::custom(
+                "a duration must be a finite, non-negative number of milliseconds",
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One line of the JSON log (`--log-format json`): when, how loud, which node,
+/// the event with its fields, and the sentence the text format shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub time: jiff::Timestamp,
+    pub level: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<ProcessId>,
+    #[serde(flatten)]
+    pub event: Event,
+    pub message: String,
+}
+
+/// A JSON log that cannot be read back.
+#[derive(Debug)]
+pub struct LogError {
+    pub path: PathBuf,
+    pub line: usize,
+    pub reason: String,
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.path.display(), self.reason)
+        } else {
+            write!(
+                f,
+                "{}, line {}: {}",
+                self.path.display(),
+                self.line,
+                self.reason
+            )
+        }
+    }
+}
+
+impl std::error::Error for LogError {}
+
+/// Read a JSON log written by `--log-format json`. Lines that are not JSON
+/// objects (a crash's backtrace, say) are skipped; a JSON line that does not fit
+/// the schema is an error, so a renamed field is noticed rather than ignored.
+pub fn read_log(path: &std::path::Path) -> Result<Vec<LogRecord>, LogError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LogError {
+        path: path.to_path_buf(),
+        line: 0,
+        reason: e.to_string(),
+    })?;
+    parse_log(&text).map_err(|(line, reason)| LogError {
+        path: path.to_path_buf(),
+        line,
+        reason,
+    })
+}
+
+/// The records of a JSON log's text; on failure, the 1-based line and why.
+pub fn parse_log(text: &str) -> Result<Vec<LogRecord>, (usize, String)> {
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if !line.starts_with('{') {
+            continue;
+        }
+        let record = serde_json::from_str(line).map_err(|e| (i + 1, e.to_string()))?;
+        records.push(record);
+    }
+    Ok(records)
 }

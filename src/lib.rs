@@ -7,7 +7,7 @@
 //! clock.
 
 pub mod agenda;
-pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod cs;
 pub mod event;

@@ -1,15 +1,24 @@
 //! `ra`: parse the command line, set up logging, run. Nothing else.
 
+mod cli;
+
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use ra::cli::{Cli, Command};
+use cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => run_node(&cli.node),
+        Some(Command::Lock(args)) => ra::commands::lock::run(&args),
+        Some(Command::Status(args)) => ra::commands::status::run_status(&args),
+        Some(Command::Members(args)) => ra::commands::status::run_members(&args),
+        Some(Command::Keygen) => ra::membership::keyfile::generate().map(|key| {
+            println!("{key}");
+            ExitCode::SUCCESS
+        }),
         Some(Command::Demo(args)) => ra::tools::demo::run(&args),
         Some(Command::Check(args)) => ra::tools::check::run(&args),
         Some(Command::Trace(args)) => ra::tools::trace::run(&args),
@@ -24,9 +33,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_node(args: &ra::cli::NodeArgs) -> anyhow::Result<ExitCode> {
-    let config = ra::config::resolve(args)?;
-    ra::runtime::log::init(config.log_format);
+fn run_node(flags: &ra::config::NodeFlags) -> anyhow::Result<ExitCode> {
+    let config = ra::config::resolve(flags)?;
+    ra::runtime::log::init(config.log_format, config.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -3,20 +3,27 @@
 //! message becomes an error the shell logs and drops, never a panic.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use prost::Message;
 
 use crate::protocol::active_set::ActiveSet;
 use crate::protocol::ids::ProcessId;
-use crate::protocol::message::{Body, Envelope};
-use crate::protocol::reconfig::Ballot;
+use crate::protocol::lock::{Fence, LockName, MAX_FENCE_EPOCH, MAX_FENCE_SEQ};
+use crate::protocol::message::{Body, Envelope, HeldLock, ProxyNews};
+use crate::protocol::paxos::{Ballot, MAX_ROUND};
 
 pub mod pb {
     tonic::include_proto!("ra.v1");
 }
 
+/// The encoded descriptors of `proto/`, for the API's server reflection.
+pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ra_descriptors.bin"));
+
 /// More members than any sane active set: a message claiming more is hostile.
 pub const MAX_MEMBERS: usize = 64;
+/// Locks one node lists as held, at most (clients of one node hold few).
+pub const MAX_HELD_LISTED: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WireError(pub String);
@@ -33,14 +40,14 @@ fn missing(field: &str) -> WireError {
     WireError(format!("missing field `{field}`"))
 }
 
-fn process_to(p: &ProcessId) -> pb::Process {
+pub fn process_to(p: &ProcessId) -> pb::Process {
     pb::Process {
         addr: p.addr.to_string(),
         incarnation: p.incarnation,
     }
 }
 
-fn process_from(p: Option<pb::Process>, field: &str) -> Result<ProcessId, WireError> {
+pub fn process_from(p: Option<pb::Process>, field: &str) -> Result<ProcessId, WireError> {
     let p = p.ok_or_else(|| missing(field))?;
     let addr: SocketAddr = p.addr.parse().map_err(|_| {
         WireError(format!(
@@ -78,7 +85,24 @@ fn members_from(members: Vec<pb::Process>, field: &str) -> Result<Vec<ProcessId>
     Ok(list)
 }
 
-fn view_to(v: &ActiveSet) -> pb::ActiveSet {
+fn lock_from(name: String, field: &str) -> Result<LockName, WireError> {
+    LockName::new(&name).map_err(|e| WireError(format!("`{field}`: {e}")))
+}
+
+fn epoch_from(epoch: u64, field: &str) -> Result<u64, WireError> {
+    if epoch > MAX_FENCE_EPOCH {
+        return Err(WireError(format!(
+            "`{field}` is {epoch}, beyond the largest epoch a fence can carry"
+        )));
+    }
+    Ok(epoch)
+}
+
+/// A replier never holds a request back for a day; a claim beyond is a bug or
+/// a lie (the requester clamps it further, to how long it has been asking).
+const MAX_HELD: Duration = Duration::from_secs(24 * 3600);
+
+fn set_to(v: &ActiveSet) -> pb::ActiveSet {
     pb::ActiveSet {
         cluster: Some(process_to(&v.cluster)),
         epoch: v.epoch,
@@ -87,13 +111,18 @@ fn view_to(v: &ActiveSet) -> pb::ActiveSet {
     }
 }
 
-fn view_from(v: Option<pb::ActiveSet>, field: &str) -> Result<ActiveSet, WireError> {
+fn set_from(v: Option<pb::ActiveSet>, field: &str) -> Result<ActiveSet, WireError> {
     let v = v.ok_or_else(|| missing(field))?;
     let members = members_from(v.members, field)?;
     if members.is_empty() {
         return Err(WireError(format!("`{field}` has no members")));
     }
-    if v.epoch == 0 || v.max_active == 0 || members.len() > v.max_active as usize {
+    epoch_from(v.epoch, field)?;
+    if v.epoch == 0
+        || v.max_active == 0
+        || v.max_active as usize > MAX_MEMBERS
+        || members.len() > v.max_active as usize
+    {
         return Err(WireError(format!(
             "`{field}` is inconsistent: epoch {}, max_active {}, {} members",
             v.epoch,
@@ -118,6 +147,9 @@ fn ballot_to(b: &Ballot) -> pb::Ballot {
 
 fn ballot_from(b: Option<pb::Ballot>, field: &str) -> Result<Ballot, WireError> {
     let b = b.ok_or_else(|| missing(field))?;
+    if b.round > MAX_ROUND {
+        return Err(WireError(format!("`{field}.round` is {}", b.round)));
+    }
     Ok(Ballot {
         round: b.round,
         proposer: process_from(b.proposer, field)?,
@@ -128,31 +160,55 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
     use pb::envelope::Body as B;
     let body = match &envelope.body {
         Body::Request {
+            lock,
             request_id,
+            attempt,
             timestamp,
-            view,
+            set,
+            try_only,
         } => B::Request(pb::Request {
+            lock: lock.to_string(),
             request_id: *request_id,
+            attempt: *attempt,
             timestamp: *timestamp,
-            view: Some(view_to(view)),
+            active_set: Some(set_to(set)),
+            try_only: *try_only,
+        }),
+        Body::Busy {
+            lock,
+            request_id,
+            attempt,
+        } => B::Busy(pb::Busy {
+            lock: lock.to_string(),
+            request_id: *request_id,
+            attempt: *attempt,
         }),
         Body::Reply {
+            lock,
             request_id,
+            attempt,
             epoch,
             fence_seq,
-            deferred,
+            held,
         } => B::Reply(pb::Reply {
+            lock: lock.to_string(),
             request_id: *request_id,
+            attempt: *attempt,
             epoch: *epoch,
             fence_seq: *fence_seq,
-            deferred: *deferred,
+            held_us: u64::try_from(held.as_micros()).unwrap_or(u64::MAX),
         }),
-        Body::NewerView { request_id, view } => B::NewerView(pb::NewerView {
+        Body::NewerSet {
+            lock,
+            request_id,
+            set,
+        } => B::NewerSet(pb::NewerSet {
+            lock: lock.to_string(),
             request_id: *request_id,
-            view: Some(view_to(view)),
+            active_set: Some(set_to(set)),
         }),
         Body::Prepare { current, ballot } => B::Prepare(pb::Prepare {
-            current: Some(view_to(current)),
+            current: Some(set_to(current)),
             ballot: Some(ballot_to(ballot)),
         }),
         Body::Promise {
@@ -172,10 +228,12 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
             current,
             ballot,
             members,
+            carried,
         } => B::Accept(pb::Accept {
-            current: Some(view_to(current)),
+            current: Some(set_to(current)),
             ballot: Some(ballot_to(ballot)),
             members: members_to(members),
+            carried: *carried,
         }),
         Body::Accepted { epoch, ballot } => B::Accepted(pb::Accepted {
             epoch: *epoch,
@@ -185,10 +243,54 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
             epoch: *epoch,
             promised: Some(ballot_to(promised)),
         }),
-        Body::Decided { view } => B::Decided(pb::Decided {
-            view: Some(view_to(view)),
+        Body::Decided { set } => B::Decided(pb::Decided {
+            active_set: Some(set_to(set)),
         }),
         Body::Leaving => B::Leaving(pb::Leaving {}),
+        Body::WhoHolds { query } => B::WhoHolds(pb::WhoHolds { query: *query }),
+        Body::Holding { query, locks } => B::Holding(pb::Holding {
+            query: *query,
+            locks: locks
+                .iter()
+                .map(|l| pb::HeldLock {
+                    lock: l.lock.to_string(),
+                    epoch: l.fence.epoch,
+                    seq: l.fence.seq,
+                    held_us: u64::try_from(l.held.as_micros()).unwrap_or(u64::MAX),
+                })
+                .collect(),
+        }),
+        Body::ProxyAcquire {
+            lock,
+            ticket,
+            try_only,
+        } => B::ProxyAcquire(pb::ProxyAcquire {
+            lock: lock.to_string(),
+            ticket: *ticket,
+            try_only: *try_only,
+        }),
+        Body::ProxyRelease { lock, ticket } => B::ProxyRelease(pb::ProxyRelease {
+            lock: lock.to_string(),
+            ticket: *ticket,
+        }),
+        Body::ProxyNews { lock, ticket, news } => {
+            use pb::proxy_news::Kind;
+            let (kind, fence) = match news {
+                ProxyNews::Granted { fence } => (Kind::Granted, Some(*fence)),
+                ProxyNews::Held => (Kind::Held, None),
+                ProxyNews::Lost => (Kind::Lost, None),
+                ProxyNews::NotFree => (Kind::NotFree, None),
+                ProxyNews::AskElsewhere => (Kind::AskElsewhere, None),
+                ProxyNews::TooMany => (Kind::TooMany, None),
+            };
+            B::ProxyNews(pb::ProxyNews {
+                lock: lock.to_string(),
+                ticket: *ticket,
+                kind: kind as i32,
+                epoch: fence.map_or(0, |f| f.epoch),
+                seq: fence.map_or(0, |f| f.seq),
+            })
+        }
     };
     pb::Envelope {
         from: Some(process_to(&envelope.from)),
@@ -202,26 +304,49 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, WireError> {
     use pb::envelope::Body as B;
     let body = match envelope.body.ok_or_else(|| missing("body"))? {
         B::Request(r) => Body::Request {
+            lock: lock_from(r.lock, "request.lock")?,
             request_id: r.request_id,
+            attempt: r.attempt,
             timestamp: r.timestamp,
-            view: view_from(r.view, "request.view")?,
+            set: set_from(r.active_set, "request.active_set")?,
+            try_only: r.try_only,
         },
-        B::Reply(r) => Body::Reply {
-            request_id: r.request_id,
-            epoch: r.epoch,
-            fence_seq: r.fence_seq,
-            deferred: r.deferred,
+        B::Busy(b) => Body::Busy {
+            lock: lock_from(b.lock, "busy.lock")?,
+            request_id: b.request_id,
+            attempt: b.attempt,
         },
-        B::NewerView(n) => Body::NewerView {
+        B::Reply(r) => {
+            if r.fence_seq > MAX_FENCE_SEQ {
+                return Err(WireError(format!(
+                    "`reply.fence_seq` is {}, beyond what a fence can carry",
+                    r.fence_seq
+                )));
+            }
+            let held = Duration::from_micros(r.held_us);
+            if held > MAX_HELD {
+                return Err(WireError(format!("`reply.held_us` is {}", r.held_us)));
+            }
+            Body::Reply {
+                lock: lock_from(r.lock, "reply.lock")?,
+                request_id: r.request_id,
+                attempt: r.attempt,
+                epoch: epoch_from(r.epoch, "reply.epoch")?,
+                fence_seq: r.fence_seq,
+                held,
+            }
+        }
+        B::NewerSet(n) => Body::NewerSet {
+            lock: lock_from(n.lock, "newer_set.lock")?,
             request_id: n.request_id,
-            view: view_from(n.view, "newer_view.view")?,
+            set: set_from(n.active_set, "newer_set.active_set")?,
         },
         B::Prepare(p) => Body::Prepare {
-            current: view_from(p.current, "prepare.current")?,
+            current: set_from(p.current, "prepare.current")?,
             ballot: ballot_from(p.ballot, "prepare.ballot")?,
         },
         B::Promise(p) => Body::Promise {
-            epoch: p.epoch,
+            epoch: epoch_from(p.epoch, "promise.epoch")?,
             ballot: ballot_from(p.ballot, "promise.ballot")?,
             accepted: match p.accepted_ballot {
                 Some(b) => Some((
@@ -232,22 +357,91 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, WireError> {
             },
         },
         B::Accept(a) => Body::Accept {
-            current: view_from(a.current, "accept.current")?,
+            current: set_from(a.current, "accept.current")?,
             ballot: ballot_from(a.ballot, "accept.ballot")?,
             members: members_from(a.members, "accept.members")?,
+            carried: a.carried,
         },
         B::Accepted(a) => Body::Accepted {
-            epoch: a.epoch,
+            epoch: epoch_from(a.epoch, "accepted.epoch")?,
             ballot: ballot_from(a.ballot, "accepted.ballot")?,
         },
         B::Nack(n) => Body::Nack {
-            epoch: n.epoch,
+            epoch: epoch_from(n.epoch, "nack.epoch")?,
             promised: ballot_from(n.promised, "nack.promised")?,
         },
         B::Decided(d) => Body::Decided {
-            view: view_from(d.view, "decided.view")?,
+            set: set_from(d.active_set, "decided.active_set")?,
         },
         B::Leaving(_) => Body::Leaving,
+        B::WhoHolds(w) => Body::WhoHolds { query: w.query },
+        B::Holding(h) => {
+            if h.locks.len() > MAX_HELD_LISTED {
+                return Err(WireError(format!(
+                    "`holding.locks` lists {}",
+                    h.locks.len()
+                )));
+            }
+            let locks = h
+                .locks
+                .into_iter()
+                .map(|l| {
+                    let fence = Fence {
+                        epoch: epoch_from(l.epoch, "holding.locks.epoch")?,
+                        seq: l.seq,
+                    };
+                    if fence.token().is_none() {
+                        return Err(WireError("`holding.locks` has a fence out of range".into()));
+                    }
+                    Ok(HeldLock {
+                        lock: lock_from(l.lock, "holding.locks.lock")?,
+                        fence,
+                        held: Duration::from_micros(l.held_us).min(MAX_HELD),
+                    })
+                })
+                .collect::<Result<Vec<_>, WireError>>()?;
+            Body::Holding {
+                query: h.query,
+                locks,
+            }
+        }
+        B::ProxyAcquire(a) => Body::ProxyAcquire {
+            lock: lock_from(a.lock, "proxy_acquire.lock")?,
+            ticket: a.ticket,
+            try_only: a.try_only,
+        },
+        B::ProxyRelease(r) => Body::ProxyRelease {
+            lock: lock_from(r.lock, "proxy_release.lock")?,
+            ticket: r.ticket,
+        },
+        B::ProxyNews(n) => {
+            use pb::proxy_news::Kind;
+            let news = match Kind::try_from(n.kind) {
+                Ok(Kind::Granted) => {
+                    let fence = Fence {
+                        epoch: epoch_from(n.epoch, "proxy_news.epoch")?,
+                        seq: n.seq,
+                    };
+                    if fence.token().is_none() {
+                        return Err(WireError("`proxy_news` has a fence out of range".into()));
+                    }
+                    ProxyNews::Granted { fence }
+                }
+                Ok(Kind::Held) => ProxyNews::Held,
+                Ok(Kind::Lost) => ProxyNews::Lost,
+                Ok(Kind::NotFree) => ProxyNews::NotFree,
+                Ok(Kind::AskElsewhere) => ProxyNews::AskElsewhere,
+                Ok(Kind::TooMany) => ProxyNews::TooMany,
+                Ok(Kind::Unspecified) | Err(_) => {
+                    return Err(WireError(format!("`proxy_news.kind` is {}", n.kind)));
+                }
+            };
+            Body::ProxyNews {
+                lock: lock_from(n.lock, "proxy_news.lock")?,
+                ticket: n.ticket,
+                news,
+            }
+        }
     };
     Ok(Envelope {
         from: process_from(envelope.from, "from")?,
@@ -275,6 +469,10 @@ mod tests {
         )
     }
 
+    fn lock() -> LockName {
+        LockName::new("jobs").expect("valid")
+    }
+
     fn view() -> ActiveSet {
         ActiveSet {
             cluster: pid(1),
@@ -292,19 +490,30 @@ mod tests {
         };
         let bodies = vec![
             Body::Request {
+                lock: lock(),
                 request_id: 7,
+                attempt: 2,
                 timestamp: 9,
-                view: view(),
+                set: view(),
+                try_only: true,
+            },
+            Body::Busy {
+                lock: lock(),
+                request_id: 7,
+                attempt: 2,
             },
             Body::Reply {
+                lock: lock(),
                 request_id: 7,
+                attempt: 2,
                 epoch: 3,
                 fence_seq: 11,
-                deferred: true,
+                held: Duration::from_micros(1234),
             },
-            Body::NewerView {
+            Body::NewerSet {
+                lock: lock(),
                 request_id: 7,
-                view: view(),
+                set: view(),
             },
             Body::Prepare {
                 current: view(),
@@ -324,15 +533,51 @@ mod tests {
                 current: view(),
                 ballot,
                 members: vec![pid(1)],
+                carried: true,
             },
             Body::Accepted { epoch: 4, ballot },
             Body::Nack {
                 epoch: 4,
                 promised: ballot,
             },
-            Body::Decided { view: view() },
+            Body::Decided { set: view() },
             Body::Leaving,
+            Body::WhoHolds { query: 9 },
+            Body::Holding {
+                query: 9,
+                locks: vec![HeldLock {
+                    lock: lock(),
+                    fence: Fence { epoch: 3, seq: 4 },
+                    held: Duration::from_millis(1500),
+                }],
+            },
+            Body::ProxyAcquire {
+                lock: lock(),
+                ticket: 7,
+                try_only: true,
+            },
+            Body::ProxyRelease {
+                lock: lock(),
+                ticket: 7,
+            },
         ];
+        let news = [
+            ProxyNews::Granted {
+                fence: Fence { epoch: 3, seq: 4 },
+            },
+            ProxyNews::Held,
+            ProxyNews::Lost,
+            ProxyNews::NotFree,
+            ProxyNews::AskElsewhere,
+            ProxyNews::TooMany,
+        ];
+        let bodies = bodies
+            .into_iter()
+            .chain(news.into_iter().map(|news| Body::ProxyNews {
+                lock: lock(),
+                ticket: 7,
+                news,
+            }));
         for body in bodies {
             let envelope = Envelope {
                 from: pid(1),
@@ -361,10 +606,10 @@ mod tests {
             from: pid(1),
             to: pid(2),
             clock: 1,
-            body: Body::Decided { view: view() },
+            body: Body::Decided { set: view() },
         });
         if let Some(pb::envelope::Body::Decided(d)) = huge.body.as_mut()
-            && let Some(v) = d.view.as_mut()
+            && let Some(v) = d.active_set.as_mut()
         {
             v.members = (0..1000).map(|i| process_to(&pid(i))).collect();
         }
@@ -374,5 +619,66 @@ mod tests {
         assert!(from_proto(empty).is_err_and(|e| e.0.contains("missing")));
 
         assert!(pb::Envelope::decode(&[0xff, 0xff, 0xff][..]).is_err());
+    }
+
+    /// Every number from the wire is bounded before it can move state.
+    #[test]
+    fn numbers_beyond_their_bounds_are_refused() {
+        let reply = |fence_seq: u64, epoch: u64, held_us: u64, lock: &str| pb::Envelope {
+            from: Some(process_to(&pid(1))),
+            to: Some(process_to(&pid(2))),
+            clock: 1,
+            body: Some(pb::envelope::Body::Reply(pb::Reply {
+                lock: lock.into(),
+                request_id: 1,
+                attempt: 0,
+                epoch,
+                fence_seq,
+                held_us,
+            })),
+        };
+        assert!(from_proto(reply(MAX_FENCE_SEQ, MAX_FENCE_EPOCH, 0, "a")).is_ok());
+        assert!(
+            from_proto(reply(MAX_FENCE_SEQ + 1, 3, 0, "a"))
+                .is_err_and(|e| e.0.contains("fence_seq"))
+        );
+        assert!(
+            from_proto(reply(1, MAX_FENCE_EPOCH + 1, 0, "a")).is_err_and(|e| e.0.contains("epoch"))
+        );
+        assert!(from_proto(reply(1, 3, u64::MAX, "a")).is_err_and(|e| e.0.contains("held_us")));
+        assert!(from_proto(reply(1, 3, 0, "")).is_err_and(|e| e.0.contains("lock")));
+        assert!(from_proto(reply(1, 3, 0, &"x".repeat(201))).is_err_and(|e| e.0.contains("lock")));
+
+        let mut prepare = to_proto(&Envelope {
+            from: pid(1),
+            to: pid(2),
+            clock: 1,
+            body: Body::Prepare {
+                current: view(),
+                ballot: Ballot {
+                    round: 1,
+                    proposer: pid(1),
+                },
+            },
+        });
+        if let Some(pb::envelope::Body::Prepare(p)) = prepare.body.as_mut()
+            && let Some(b) = p.ballot.as_mut()
+        {
+            b.round = MAX_ROUND + 1;
+        }
+        assert!(from_proto(prepare).is_err_and(|e| e.0.contains("round")));
+
+        let mut wide = to_proto(&Envelope {
+            from: pid(1),
+            to: pid(2),
+            clock: 1,
+            body: Body::Decided { set: view() },
+        });
+        if let Some(pb::envelope::Body::Decided(d)) = wide.body.as_mut()
+            && let Some(v) = d.active_set.as_mut()
+        {
+            v.max_active = u32::MAX;
+        }
+        assert!(from_proto(wide).is_err_and(|e| e.0.contains("inconsistent")));
     }
 }

@@ -19,7 +19,13 @@ const FIGURES: &[&str] = &[
     "messages_per_entry",
     "rss_kb",
     "idle_cpu_percent",
+    "throughput_1_name_cs_per_s",
+    "throughput_10_names_cs_per_s",
+    "throughput_100_names_cs_per_s",
 ];
+
+/// Keys with a number unless --idle-names 0, then null.
+const NAMES_MEMORY: &[&str] = &["rss_idle_names_kb", "rss_idle_names_base_kb"];
 
 /// Keys with a number unless --skip-membership, then null.
 const MEMBERSHIP: &[&str] = &[
@@ -94,7 +100,7 @@ fn number(row: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} is not a number in {row}"))
 }
 
-fn check_row(row: &Value, membership: bool) {
+fn check_row(row: &Value, membership: bool, names_memory: bool) {
     for key in FIGURES {
         let value = number(row, key);
         assert!(
@@ -110,6 +116,17 @@ fn check_row(row: &Value, membership: bool) {
         number(row, "nodes") - active,
         "{row}"
     );
+    for key in NAMES_MEMORY {
+        if names_memory {
+            let value = number(row, key);
+            assert!(value > 0.0, "{key} = {value} in {row}");
+        } else {
+            assert!(
+                row.get(key).is_some_and(Value::is_null),
+                "{key} should be null when skipped: {row}"
+            );
+        }
+    }
     for key in MEMBERSHIP {
         if membership {
             let value = number(row, key);
@@ -132,8 +149,11 @@ fn bench_prints_every_figure_as_json() {
         "50",
         "--idle-seconds",
         "0.5",
+        "--idle-names",
+        "300",
     ]);
-    check_row(&row, true);
+    check_row(&row, true, true);
+    assert_eq!(number(&row, "idle_names"), 300.0);
     assert_eq!(number(&row, "nodes"), 3.0);
     assert!(number(&row, "join_max_ms") >= number(&row, "join_ms"));
 }
@@ -149,6 +169,8 @@ fn bench_sweeps_every_size() {
         "--skip-membership",
         "--idle-seconds",
         "0.2",
+        "--idle-names",
+        "0",
     ]);
     let rows = value["sweep"]
         .as_array()
@@ -156,7 +178,7 @@ fn bench_sweeps_every_size() {
     let sizes: Vec<f64> = rows.iter().map(|row| number(row, "nodes")).collect();
     assert_eq!(sizes, vec![2.0, 3.0, 4.0, 5.0]);
     for row in rows {
-        check_row(row, false);
+        check_row(row, false, false);
     }
 }
 

@@ -7,7 +7,8 @@ use std::net::UdpSocket;
 use std::process::Stdio;
 use std::time::Duration;
 
-use support::{Node, Scratch, event_is, free_port, last_active_set, ra, wait_for};
+use ra::event::Event;
+use support::{Scratch, active_set, logged, ra, read, wait_for};
 
 /// Run `ra` with `args`; it must fail with exactly one line on stderr.
 fn fails_with(args: &[&str], expected: &str) {
@@ -48,9 +49,8 @@ fn bad_addresses_are_one_clear_line() {
 #[test]
 fn a_port_in_use_is_one_clear_line() {
     let scratch = Scratch::new("port-in-use");
-    let port = free_port();
-    let _first = Node::start(&scratch, port, &[]);
-    std::thread::sleep(Duration::from_millis(300));
+    let first = scratch.start("first", &[]);
+    let port = first.addr().port();
     fails_with(&["--bind", &format!(":{port}")], "Address already in use");
 }
 
@@ -87,15 +87,11 @@ fn config_file_problems_are_one_clear_line() {
 #[test]
 fn hostile_traffic_is_logged_and_dropped() {
     let scratch = Scratch::new("hostile");
-    let (p0, p1) = (free_port(), free_port());
-    let mut a = Node::start(&scratch, p0, &["--hold-ms", "10"]);
-    let _b = Node::start(
-        &scratch,
-        p1,
-        &["--join", &format!(":{p0}"), "--hold-ms", "10"],
-    );
+    let mut a = scratch.start("a", &["--hold-ms", "10"]);
+    let _b = scratch.start_joining("b", &a, &["--hold-ms", "10"]);
+    let p0 = a.addr().port();
     wait_for("two in the active set", Duration::from_secs(15), || {
-        last_active_set(&a).len() == 2
+        active_set(&mut a).len() == 2
     });
 
     // Garbage datagrams on the SWIM port.
@@ -111,25 +107,41 @@ fn hostile_traffic_is_logged_and_dropped() {
         let mut client = pb::peer_client::PeerClient::connect(format!("http://127.0.0.1:{p0}"))
             .await
             .expect("connect");
-        let bad_from = pb::Envelope {
+        let frame = |kind| pb::PeerFrame { kind: Some(kind) };
+        // A stream whose Hello names no address: refused before anything else.
+        let bad_hello = pb::Hello {
             from: Some(pb::Process {
                 addr: "not an address".into(),
                 incarnation: 1,
             }),
-            ..pb::Envelope::default()
+            nonce: vec![0; 32],
+            key_id: String::new(),
+        };
+        let opened = client
+            .exchange(tokio_stream::iter(vec![frame(
+                pb::peer_frame::Kind::Hello(bad_hello),
+            )]))
+            .await;
+        assert!(opened.is_err(), "a Hello without an address was accepted");
+        // A stream with a proper Hello, then an envelope claiming a thousand-member set.
+        let me = pb::Process {
+            addr: "127.0.0.1:1".into(),
+            incarnation: 1,
+        };
+        let hello = pb::Hello {
+            from: Some(me.clone()),
+            nonce: vec![0; 32],
+            key_id: String::new(),
         };
         let huge = pb::Envelope {
-            from: Some(pb::Process {
-                addr: "127.0.0.1:1".into(),
-                incarnation: 1,
-            }),
+            from: Some(me),
             to: Some(pb::Process {
                 addr: format!("127.0.0.1:{p0}"),
                 incarnation: 1,
             }),
             clock: u64::MAX,
             body: Some(pb::envelope::Body::Decided(pb::Decided {
-                view: Some(pb::ActiveSet {
+                active_set: Some(pb::ActiveSet {
                     cluster: None,
                     epoch: 1,
                     max_active: 3,
@@ -142,44 +154,41 @@ fn hostile_traffic_is_logged_and_dropped() {
                 }),
             })),
         };
-        let stream = tokio_stream::iter(vec![bad_from, huge]);
-        let _ = client.exchange(stream).await;
+        let frames = vec![
+            frame(pb::peer_frame::Kind::Hello(hello)),
+            frame(pb::peer_frame::Kind::Envelope(huge)),
+        ];
+        if let Ok(answers) = client.exchange(tokio_stream::iter(frames)).await {
+            // Drain the Welcome and the end of the stream.
+            let mut answers = answers.into_inner();
+            while let Ok(Some(_)) = answers.message().await {}
+        }
     });
     wait_for("the drops to be logged", Duration::from_secs(5), || {
-        a.events().iter().filter(|e| event_is(e, "dropped")).count() >= 3
+        read(&mut a).count(|e| matches!(e, Event::Dropped { .. })) >= 3
     });
     // Still alive and serving.
-    a.request(1);
+    a.request(1).expect("press Enter");
     wait_for(
         "the node to still enter the critical section",
         Duration::from_secs(10),
-        || a.has_event(|e| event_is(e, "enter")),
+        || logged(&mut a, |e| matches!(e, Event::Enter { .. })),
     );
-    assert!(
-        a.child.try_wait().expect("try_wait").is_none(),
-        "the node died"
-    );
+    assert!(!a.exited(), "the node died");
     assert!(!a.log_text().contains("panicked"));
 }
 
 #[test]
 fn end_of_stdin_does_not_stop_the_node_and_status_answers() {
     let scratch = Scratch::new("stdin");
-    let port = free_port();
-    let mut node = Node::start(&scratch, port, &["--hold-ms", "10"]);
-    node.type_line("status");
-    let out = scratch.path(&format!("node-{port}.out"));
+    let mut node = scratch.start("node", &["--hold-ms", "10"]);
+    node.type_line("status").expect("type status");
     wait_for("the status answer", Duration::from_secs(5), || {
-        std::fs::read_to_string(&out)
-            .unwrap_or_default()
-            .contains("Lamport clock")
+        node.stdout_text().contains("Lamport clock")
     });
     // Close stdin: the node goes on (it would keep serving its peers).
     node.close_stdin();
     std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        node.child.try_wait().expect("try_wait").is_none(),
-        "the node stopped at end of input"
-    );
+    assert!(!node.exited(), "the node stopped at end of input");
     node.kill();
 }

@@ -5,12 +5,16 @@ mod support;
 
 use std::time::Duration;
 
+use ra::event::Event;
 use support::{
-    Node, Scratch, assert_mutual_exclusion, event_is, free_port, last_active_set, wait_for,
+    Node, Scratch, active_set, assert_mutual_exclusion, exits, is, logged, read, wait_for,
 };
 
 fn entries_by(entries: &[(String, u64, u64)], node: &Node) -> usize {
-    entries.iter().filter(|(n, _, _)| *n == node.addr()).count()
+    entries
+        .iter()
+        .filter(|(n, _, _)| *n == node.addr().to_string())
+        .count()
 }
 
 #[test]
@@ -19,38 +23,26 @@ fn three_nodes_contend_survive_a_kill_and_seat_a_spectator() {
     let cs = scratch.path("cs.jsonl");
     let cs_arg = cs.to_str().expect("utf-8 path").to_string();
     let common = ["--hold-ms", "100", "--cs-file", cs_arg.as_str()];
-    let ports: Vec<u16> = (0..5).map(|_| free_port()).collect();
-    let join = |i: usize| format!(":{}", ports[i]);
 
     // The card: ra --bind :7000; ra --bind :7001 --join :7000; ra --bind :7002 --join :7001
-    let mut a = Node::start(&scratch, ports[0], &common);
-    let mut b = Node::start(
-        &scratch,
-        ports[1],
-        &[&["--join", &join(0)], &common[..]].concat(),
-    );
-    let mut c = Node::start(
-        &scratch,
-        ports[2],
-        &[&["--join", &join(1)], &common[..]].concat(),
-    );
+    let mut a = scratch.start("a", &common);
+    let mut b = scratch.start_joining("b", &a, &common);
+    let mut c = scratch.start_joining("c", &b, &common);
     wait_for(
         "an active set of all three",
         Duration::from_secs(15),
-        || [&a, &b, &c].iter().all(|n| last_active_set(n).len() == 3),
+        || {
+            [&mut a, &mut b, &mut c]
+                .into_iter()
+                .all(|n| active_set(n).len() == 3)
+        },
     );
 
     // Everyone asks several times at once.
     for node in [&mut a, &mut b, &mut c] {
-        node.request(4);
+        node.request(4).expect("press Enter");
     }
-    wait_for("12 entries", Duration::from_secs(20), || {
-        support::cs_records(&cs)
-            .iter()
-            .filter(|r| r["event"] == "exit")
-            .count()
-            == 12
-    });
+    wait_for("12 entries", Duration::from_secs(20), || exits(&cs) == 12);
     let entries = assert_mutual_exclusion(&cs);
     for node in [&a, &b, &c] {
         assert_eq!(
@@ -62,70 +54,67 @@ fn three_nodes_contend_survive_a_kill_and_seat_a_spectator() {
     }
     // Contention shows in the logs: some replies were deferred.
     assert!(
-        [&a, &b, &c]
-            .iter()
-            .any(|n| n.has_event(|e| event_is(e, "reply_sent") && e["deferred"] == true))
+        [&mut a, &mut b, &mut c]
+            .into_iter()
+            .any(|n| logged(n, |e| matches!(e, Event::ReplySent { deferred: true, .. })))
     );
 
     // SIGKILL one; the others log it as failed, drop it from the set, and go on.
     b.kill();
-    for node in [&a, &c] {
+    let killed = b.me;
+    for node in [&mut a, &mut c] {
         wait_for(
             "the kill to be logged as a failure",
             Duration::from_secs(10),
-            || node.has_event(|e| event_is(e, "member_failed") && e["peer"] == b.addr()),
+            || {
+                logged(
+                    node,
+                    |e| matches!(e, Event::MemberFailed { member, .. } if *member == killed),
+                )
+            },
         );
     }
+    let (a_addr, c_addr) = (a.addr(), c.addr());
     wait_for(
         "an active set without the killed node",
         Duration::from_secs(10),
         || {
-            [&a, &c]
-                .iter()
-                .all(|n| last_active_set(n) == [a.addr(), c.addr()])
+            [&mut a, &mut c]
+                .into_iter()
+                .all(|n| active_set(n) == [a_addr, c_addr])
         },
     );
-    a.request(2);
-    c.request(2);
+    a.request(2).expect("press Enter");
+    c.request(2).expect("press Enter");
     wait_for("4 more entries", Duration::from_secs(20), || {
-        support::cs_records(&cs)
-            .iter()
-            .filter(|r| r["event"] == "exit")
-            .count()
-            == 16
+        exits(&cs) == 16
     });
     let entries = assert_mutual_exclusion(&cs);
     assert_eq!(entries_by(&entries, &a), 6);
     assert_eq!(entries_by(&entries, &c), 6);
 
     // A fourth node takes the free seat; a fifth waits as a spectator.
-    let d = Node::start(
-        &scratch,
-        ports[3],
-        &[&["--join", &join(2)], &common[..]].concat(),
-    );
+    let d = scratch.start_joining("d", &c, &common);
+    let d_addr = d.addr();
     wait_for("the fourth node seated", Duration::from_secs(15), || {
-        last_active_set(&a).contains(&d.addr())
+        active_set(&mut a).contains(&d_addr)
     });
-    let mut e = Node::start(
-        &scratch,
-        ports[4],
-        &[&["--join", &join(0)], &common[..]].concat(),
-    );
+    let mut d = d;
+    let mut e = scratch.start_joining("e", &a, &common);
     wait_for(
         "the fifth node to learn the set",
         Duration::from_secs(15),
-        || last_active_set(&e).len() == 3,
+        || active_set(&mut e).len() == 3,
     );
     assert!(
-        !last_active_set(&e).contains(&e.addr()),
+        !active_set(&mut e).contains(&e.addr()),
         "the fifth node took a seat while none was free"
     );
-    e.request(1);
+    e.request(1).expect("press Enter");
     wait_for(
         "the spectator to say it waits for a seat",
         Duration::from_secs(5),
-        || e.has_event(|ev| event_is(ev, "waiting_for_seat")),
+        || logged(&mut e, |ev| matches!(ev, Event::WaitingForSeat { .. })),
     );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
@@ -135,7 +124,7 @@ fn three_nodes_contend_survive_a_kill_and_seat_a_spectator() {
     );
 
     // An active member leaves: the spectator takes its seat and is served.
-    a.type_line("leave");
+    a.type_line("leave").expect("type leave");
     assert!(
         a.wait_exit(Duration::from_secs(10))
             .is_some_and(|s| s.success()),
@@ -146,39 +135,55 @@ fn three_nodes_contend_survive_a_kill_and_seat_a_spectator() {
         Duration::from_secs(15),
         || entries_by(&assert_mutual_exclusion(&cs), &e) == 1,
     );
-    for node in [&c, &d] {
+    for node in [&mut c, &mut d] {
+        read(node);
         assert!(
-            node.has_event(|ev| event_is(ev, "member_left") && ev["peer"] == a.addr()),
+            node.logged(|ev| matches!(ev, Event::MemberLeft { member } if is(member, &a))),
             "{} did not log the leave as a leave",
             node.addr()
         );
-        assert!(!node.has_event(|ev| event_is(ev, "member_failed") && ev["peer"] == a.addr()));
+        assert!(
+            !node.logged(|ev| matches!(ev, Event::MemberFailed { member, .. } if is(member, &a)))
+        );
     }
-    let left_at = support::cs_records(&cs).len();
-    assert!(left_at > 0);
 }
 
 #[test]
 fn a_node_started_before_its_seed_joins_once_the_seed_is_up() {
     let scratch = Scratch::new("late-seed");
-    let (p0, p1) = (free_port(), free_port());
-    let joiner = Node::start(&scratch, p1, &["--join", &format!(":{p0}")]);
+    // The seed's address must be known before it runs: this test holds a port
+    // (UDP and TCP, as a node needs) until the moment the seed binds it.
+    let (udp, tcp) = hold_a_port();
+    let seed_addr = udp.local_addr().expect("held address");
+    let mut joiner = scratch.start("joiner", &["--join", &seed_addr.to_string()]);
     std::thread::sleep(Duration::from_secs(2));
-    let seed = Node::start(&scratch, p0, &[]);
+    drop((udp, tcp));
+    let mut seed = Node::start(scratch.spawn("seed").bind(seed_addr)).expect("start the seed");
     wait_for("both in one active set", Duration::from_secs(15), || {
-        last_active_set(&joiner).len() == 2 && last_active_set(&seed).len() == 2
+        active_set(&mut joiner).len() == 2 && active_set(&mut seed).len() == 2
     });
+}
+
+/// A loopback port bound for both UDP and TCP, held by this test.
+fn hold_a_port() -> (std::net::UdpSocket, std::net::TcpListener) {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP socket");
+        let port = udp.local_addr().expect("its address").port();
+        if let Ok(tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return (udp, tcp);
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP")
 }
 
 #[test]
 fn sigterm_leaves_gracefully_and_a_restart_rejoins() {
     let scratch = Scratch::new("restart");
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let a = Node::start(&scratch, ports[0], &[]);
-    let b = Node::start(&scratch, ports[1], &["--join", &format!(":{}", ports[0])]);
-    let mut c = Node::start(&scratch, ports[2], &["--join", &format!(":{}", ports[0])]);
+    let mut a = scratch.start("a", &[]);
+    let mut b = scratch.start_joining("b", &a, &[]);
+    let mut c = scratch.start_joining("c", &a, &[]);
     wait_for("three in the active set", Duration::from_secs(15), || {
-        last_active_set(&a).len() == 3
+        active_set(&mut a).len() == 3
     });
 
     c.signal(libc::SIGTERM);
@@ -186,30 +191,36 @@ fn sigterm_leaves_gracefully_and_a_restart_rejoins() {
         c.wait_exit(Duration::from_secs(10))
             .is_some_and(|s| s.success())
     );
-    for node in [&a, &b] {
+    let gone = c.me;
+    for node in [&mut a, &mut b] {
         wait_for("the leave to be logged", Duration::from_secs(5), || {
-            node.has_event(|e| event_is(e, "member_left") && e["peer"] == c.addr())
+            logged(
+                node,
+                |e| matches!(e, Event::MemberLeft { member } if *member == gone),
+            )
         });
     }
     // Restart on the same address: a new process, which rejoins and takes a seat.
+    let addr = c.addr();
     drop(c);
-    let c = Node::start(&scratch, ports[2], &["--join", &format!(":{}", ports[1])]);
+    let mut c = Node::start(scratch.spawn("c-again").bind(addr).join(b.addr()))
+        .expect("restart on the same address");
+    assert_ne!(c.me, gone, "a restart is a new process");
     wait_for(
         "the restarted node seated again",
         Duration::from_secs(15),
-        || last_active_set(&a).contains(&c.addr()) && last_active_set(&c).len() == 3,
+        || active_set(&mut a).contains(&addr) && active_set(&mut c).len() == 3,
     );
 }
 
 #[test]
 fn a_one_second_stall_is_not_a_failure() {
     let scratch = Scratch::new("stall");
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let a = Node::start(&scratch, ports[0], &[]);
-    let b = Node::start(&scratch, ports[1], &["--join", &format!(":{}", ports[0])]);
-    let c = Node::start(&scratch, ports[2], &["--join", &format!(":{}", ports[0])]);
+    let mut a = scratch.start("a", &[]);
+    let mut b = scratch.start_joining("b", &a, &[]);
+    let c = scratch.start_joining("c", &a, &[]);
     wait_for("three in the active set", Duration::from_secs(15), || {
-        last_active_set(&a).len() == 3
+        active_set(&mut a).len() == 3
     });
     for _ in 0..3 {
         c.signal(libc::SIGSTOP);
@@ -217,9 +228,9 @@ fn a_one_second_stall_is_not_a_failure() {
         c.signal(libc::SIGCONT);
         std::thread::sleep(Duration::from_secs(2));
     }
-    for node in [&a, &b] {
+    for node in [&mut a, &mut b] {
         assert!(
-            !node.has_event(|e| event_is(e, "member_failed")),
+            !logged(node, |e| matches!(e, Event::MemberFailed { .. })),
             "{} declared the stalled node failed",
             node.addr()
         );

@@ -1,25 +1,31 @@
-//! `ra check` and `ra trace`, through their library functions and the real binary.
+//! `ra trace`, through its library function and the real binary, on real logs.
 //!
-//! Fixtures live in tests/data/: check/*.jsonl are critical-section files (good.jsonl
-//! from a real 3-node run, the others written by hand to break one rule each);
-//! trace/node*.jsonl are the JSON logs of a real 3-node run, trace/contention/ of a
-//! run with 4 entries per node.
+//! Fixtures live in tests/data/ (see tests/data/record.sh, which made them):
+//! trace/node-*.jsonl are the JSON logs of a real 3-node run (the card's
+//! commands, Enter pressed on all three), trace/contention/ of a run with 4
+//! entries per node, trace/locks/ of three nodes on which `ra lock` took two
+//! locks at once, readme/ the run README.md shows.
 //!
-//! The trace outputs are compared with golden files (trace/*.mmd, trace/*.txt).
+//! The outputs are compared with golden files (trace/*.mmd, trace/*.txt).
 //! After an intended change of the output, regenerate them with
 //!
-//!     RA_BLESS=1 cargo test --test tools
+//!     RA_BLESS=1 cargo test --release --test tools
 //!
 //! and review the diff of tests/data/ before committing.
+//!
+//! One job, past 500 lines: the golden tests of `ra trace`, with the Mermaid
+//! grammar check and the recorder of the two-lock logs they need.
 
 use std::fs;
-use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-use ra::cli::TraceFormat;
-use ra::tools::check::{self, CheckError, ViolationKind};
-use ra::tools::trace::{self, Focus, TraceOptions};
+use ra::event::{Event, LogRecord};
+use ra::protocol::ids::ProcessId;
+use ra::protocol::lock::{Fence, LockName};
+use ra::protocol::ricart_agrawala::Decision;
+use ra::tools::trace::{self, Focus, TraceFormat, TraceOptions};
 
 fn data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,235 +48,20 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-// ---------------------------------------------------------------------------
-// ra check
-
-#[test]
-fn check_passes_a_good_file_with_the_right_numbers() {
-    let report = check::check_lines(&read("check/good.jsonl")).expect("a good file checks");
-    assert!(report.ok(), "{:?}", report.violations);
-    assert_eq!(report.records, 24);
-    assert_eq!(report.entries, 12);
-    assert_eq!(report.exits, 12);
-    let per_node: Vec<(&str, u64)> = report
-        .per_node
-        .iter()
-        .map(|(n, c)| (n.as_str(), *c))
-        .collect();
-    assert_eq!(
-        per_node,
-        [
-            ("127.0.0.1:17100", 4),
-            ("127.0.0.1:17101", 4),
-            ("127.0.0.1:17102", 4)
-        ]
-    );
-    assert_eq!(report.fence_range, Some((1_000_001, 2_000_011)));
-    let hold = report.longest_hold.expect("a longest hold");
-    assert_eq!(
-        (hold.from_line, hold.to_line, hold.fence),
-        (17, 18, 2_000_008)
-    );
-    assert_eq!(hold.micros, 1_795_786_564_576_741 - 1_795_786_564_524_927);
-    let gap = report.longest_gap.expect("a longest gap");
-    assert_eq!((gap.from_line, gap.to_line), (8, 9));
-    assert!(report.warnings.is_empty());
-}
-
-#[test]
-fn check_catches_an_overlap_on_the_right_line() {
-    let report = check::check_lines(&read("check/overlap.jsonl")).expect("checks");
-    assert!(!report.ok());
-    assert_eq!(report.max_holders, 2);
-    // Exactly one: the two exits that follow match their own entries.
-    assert_eq!(report.violation_count, 1, "{:?}", report.violations);
-    let v = &report.violations[0];
-    assert_eq!(v.kind, ViolationKind::Overlap);
-    // Line 6 is empty: it still counts.
-    assert_eq!((v.line, v.earlier_line), (7, Some(5)));
-    assert_eq!(
-        v.message,
-        "line 7: enter by 127.0.0.1:17002 (fence 2000004) while 127.0.0.1:17001 holds since line 5 (fence 2000003)"
-    );
-}
-
-#[test]
-fn check_catches_a_falling_fence() {
-    let report = check::check_lines(&read("check/falling-fence.jsonl")).expect("checks");
-    assert_eq!(report.violation_count, 1, "{:?}", report.violations);
-    let v = &report.violations[0];
-    assert_eq!(v.kind, ViolationKind::FenceNotIncreasing);
-    assert_eq!((v.line, v.earlier_line), (5, Some(3)));
-    assert!(v.message.contains("fence 2000002"), "{}", v.message);
-}
-
-#[test]
-fn check_catches_an_exit_by_a_non_holder_and_an_exit_without_holder() {
-    let report = check::check_lines(&read("check/wrong-exit.jsonl")).expect("checks");
-    let found: Vec<(ViolationKind, u64, Option<u64>)> = report
-        .violations
-        .iter()
-        .map(|v| (v.kind, v.line, v.earlier_line))
-        .collect();
-    assert_eq!(
-        found,
-        [
-            (ViolationKind::ExitByNonHolder, 2, Some(1)),
-            (ViolationKind::ExitWithoutHolder, 4, Some(3)),
-        ]
-    );
-    // Same node, other fence: still not the holder.
-    let text = concat!(
-        r#"{"event":"enter","node":"a:1","fence":5,"lamport":1,"unix_us":1}"#,
-        "\n",
-        r#"{"event":"exit","node":"a:1","fence":4,"lamport":2,"unix_us":2}"#,
-        "\n"
-    );
-    let report = check::check_lines(text).expect("checks");
-    assert_eq!(report.violations[0].kind, ViolationKind::ExitByNonHolder);
-    assert_eq!(report.violations[0].line, 2);
-}
-
-#[test]
-fn check_warns_about_an_entry_without_exit() {
-    let report = check::check_lines(&read("check/unfinished.jsonl")).expect("checks");
-    assert!(report.ok());
-    assert_eq!(report.warnings.len(), 1);
-    assert!(
-        report.warnings[0].starts_with("line 3: "),
-        "{}",
-        report.warnings[0]
-    );
-}
-
-#[test]
-fn check_rejects_malformed_lines_naming_the_line() {
-    match check::check_lines(&read("check/malformed.jsonl")) {
-        Err(CheckError::Malformed { line: 3, reason }) => {
-            assert!(reason.contains("not a critical-section record"), "{reason}")
-        }
-        other => panic!("expected a malformed line 3, got {other:?}"),
-    }
-    let unknown = r#"{"event":"jump","node":"a:1","fence":1,"lamport":1,"unix_us":1}"#;
-    let err = check::check_lines(unknown).expect_err("unknown event");
-    assert_eq!(
-        err.to_string(),
-        r#"line 1: unknown event "jump" (expected "enter" or "exit")"#
-    );
-    let missing = r#"{"event":"enter","node":"a:1","lamport":1,"unix_us":1}"#;
-    let err = check::check_lines(missing).expect_err("missing fence");
-    assert!(err.to_string().contains("missing field `fence`"), "{err}");
-    // A last line cut in the middle of a write says so.
-    let cut = "{\"event\":\"enter\",\"node\":\"a:1\",\"fence\":1,\"lamport\":1,\"unix_us\":1}\n{\"event\":\"ex";
-    let err = check::check_reader(cut.as_bytes()).expect_err("cut short");
-    assert!(err.to_string().starts_with("line 2: "), "{err}");
-    assert!(err.to_string().contains("cut short"), "{err}");
-}
-
-#[test]
-fn check_reports_a_missing_file() {
-    let err = check::check_file(&data("check/no-such-file.jsonl")).expect_err("missing file");
-    assert!(matches!(err, CheckError::Io { line: None, .. }), "{err:?}");
-}
-
-/// Makes a good critical-section file line by line, never all of it in memory.
-struct Generated {
-    entries: u64,
-    next: u64,
-    pending: Vec<u8>,
-}
-
-impl Read for Generated {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pending.is_empty() && self.next < self.entries * 2 {
-            let i = self.next;
-            let (event, fence) = (
-                if i.is_multiple_of(2) { "enter" } else { "exit" },
-                1_000_000 + i / 2 + 1,
-            );
-            let node = format!("127.0.0.1:{}", 17000 + (i / 2) % 5);
-            self.pending = format!(
-                "{{\"event\":\"{event}\",\"node\":\"{node}\",\"fence\":{fence},\"lamport\":{i},\"unix_us\":{}}}\n",
-                1000 * i
-            )
-            .into_bytes();
-            self.next += 1;
-        }
-        let n = self.pending.len().min(buf.len());
-        buf[..n].copy_from_slice(&self.pending[..n]);
-        self.pending.drain(..n);
-        Ok(n)
-    }
-}
-
-#[test]
-fn check_streams_a_large_file() {
-    let entries = 100_000;
-    let reader = BufReader::new(Generated {
-        entries,
-        next: 0,
-        pending: Vec::new(),
-    });
-    let report = check::check_reader(reader).expect("checks");
-    assert!(report.ok());
-    assert_eq!(report.entries, entries);
-    assert_eq!(report.per_node.len(), 5);
-    assert_eq!(report.fence_range, Some((1_000_001, 1_000_000 + entries)));
-}
-
-#[test]
-fn check_binary_exit_codes_and_output() {
-    let good = ra(&["check", data("check/good.jsonl").to_str().unwrap()]);
-    assert_eq!(good.status.code(), Some(0), "{}", text(&good.stderr));
-    let out = text(&good.stdout);
-    assert!(
-        out.starts_with("12 entries, 12 exits (24 records)\n"),
-        "{out}"
-    );
-    assert!(out.contains("  127.0.0.1:17101  4 entries\n"), "{out}");
-    assert!(out.contains("fences: 1000001 .. 2000011\n"), "{out}");
-    assert!(out.ends_with("OK: mutual exclusion held\n"), "{out}");
-
-    let overlap = ra(&["check", data("check/overlap.jsonl").to_str().unwrap()]);
-    assert_eq!(overlap.status.code(), Some(1));
-    let out = text(&overlap.stdout);
-    assert!(
-        out.contains("line 7: enter by 127.0.0.1:17002 (fence 2000004) while 127.0.0.1:17001 holds since line 5"),
-        "{out}"
-    );
-    assert!(out.ends_with("FAILED: 1 violation\n"), "{out}");
-
-    let path = data("check/malformed.jsonl");
-    let malformed = ra(&["check", path.to_str().unwrap()]);
-    assert_eq!(malformed.status.code(), Some(2));
-    let err = text(&malformed.stderr);
-    assert!(
-        err.starts_with(&format!("error: {}: line 3: ", path.display())),
-        "{err}"
-    );
-    assert_eq!(err.lines().count(), 1, "one line: {err}");
-
-    let missing = ra(&["check", "/nonexistent/cs.jsonl"]);
-    assert_eq!(missing.status.code(), Some(2));
-    let err = text(&missing.stderr);
-    assert!(
-        err.starts_with("error: /nonexistent/cs.jsonl: cannot read: "),
-        "{err}"
-    );
-}
-
-// ---------------------------------------------------------------------------
-// ra trace
-
 const SAMPLE: [&str; 3] = [
-    "trace/node0.jsonl",
-    "trace/node1.jsonl",
-    "trace/node2.jsonl",
+    "trace/node-17000.jsonl",
+    "trace/node-17001.jsonl",
+    "trace/node-17002.jsonl",
 ];
 const CONTENTION: [&str; 3] = [
-    "trace/contention/node0.jsonl",
-    "trace/contention/node1.jsonl",
-    "trace/contention/node2.jsonl",
+    "trace/contention/node-17100.jsonl",
+    "trace/contention/node-17101.jsonl",
+    "trace/contention/node-17102.jsonl",
+];
+const LOCKS: [&str; 3] = [
+    "trace/locks/node-17400.jsonl",
+    "trace/locks/node-17401.jsonl",
+    "trace/locks/node-17402.jsonl",
 ];
 
 /// (file name, contents), as `ra trace` passes them.
@@ -416,18 +207,37 @@ fn trace_sample_to_mermaid_matches_golden() {
     let out = trace::render(&logs(&SAMPLE), &options(TraceFormat::Mermaid)).expect("renders");
     assert_valid_mermaid(&out);
     golden("trace/run.mmd", &out);
-    // The things the diagram exists to show.
-    assert!(out.contains("    N2->>N1: REQUEST 1 ts=11\n"), "{out}");
-    assert!(out.contains("    N2-->>N3: REPLY 1 (deferred)\n"), "{out}");
+    // The things the diagram exists to show: the requests, a tie broken by
+    // address, the deferred replies sent on exit, three entries in fence order.
+    assert!(out.contains("    N1->>N2: REQUEST 1 ts=11\n"), "{out}");
+    assert!(out.contains("    N3->>N1: REQUEST 1 ts=12\n"), "{out}");
+    assert!(out.contains("    N1-->>N2: REPLY 1 (deferred)\n"), "{out}");
+    assert!(
+        out.contains("Note over N2: grants REQUEST 1 of 127.0.0.1:17000<br>ts=11 = own ts=11, lower address first\n"),
+        "{out}"
+    );
     assert!(
         out.contains(
-            "Note over N2: defers REQUEST 1 of 127.0.0.1:17002<br>own ts=11 before ts=12\n"
-        )
+            "Note over N1: defers REQUEST 1 of 127.0.0.1:17002<br>own ts=11 before ts=12\n"
+        ),
+        "{out}"
     );
-    // Three nodes log that 127.0.0.1:17002 joined or left: said once each.
-    assert_eq!(out.matches("127.0.0.1:17002 left").count(), 1);
-    assert_eq!(out.matches("127.0.0.1:17002 joined").count(), 1);
-    assert_eq!(out.matches("active set epoch 3").count(), 1);
+    let first = out
+        .find("ENTER fence 2199023255553<br>epoch 2 seq 1,")
+        .expect("entry 1");
+    let second = out
+        .find("ENTER fence 2199023255554<br>epoch 2 seq 2,")
+        .expect("entry 2");
+    let third = out
+        .find("ENTER fence 2199023255555<br>epoch 2 seq 3,")
+        .expect("entry 3");
+    assert!(first < second && second < third);
+    // One lock in these logs: labels do not name it.
+    assert!(!out.contains("default:"), "{out}");
+    // Every node logs the others joining and leaving: said once each.
+    assert_eq!(out.matches("127.0.0.1:17002 joined").count(), 1, "{out}");
+    assert_eq!(out.matches("127.0.0.1:17000 left").count(), 1, "{out}");
+    assert_eq!(out.matches("active set epoch 2").count(), 1, "{out}");
 }
 
 #[test]
@@ -450,8 +260,8 @@ fn trace_focus_matches_golden() {
     assert_valid_mermaid(&out);
     golden("trace/focus.mmd", &out);
     // Its own request and the reply 127.0.0.1:17001 deferred until its exit...
-    assert!(out.contains("N3->>N2: REQUEST 1 ts=12"));
-    assert!(out.contains("N2-->>N3: REPLY 1 (deferred)"));
+    assert!(out.contains("N3->>N2: REQUEST 1 ts=12"), "{out}");
+    assert!(out.contains("N2-->>N3: REPLY 1 (deferred)"), "{out}");
     // ...but not the requests between the other two nodes.
     assert!(!out.contains("N2->>N1"), "{out}");
     assert!(!out.contains("joined"), "{out}");
@@ -459,7 +269,10 @@ fn trace_focus_matches_golden() {
     let out =
         trace::render(&logs(&CONTENTION), &focus(TraceFormat::Text, ":17101", 3)).expect("renders");
     golden("trace/contention-focus.txt", &out);
-    assert!(out.contains("focus: entry 3 of 127.0.0.1:17101: REQUEST 3, fence 2000007"));
+    assert!(
+        out.contains("focus: entry 3 of 127.0.0.1:17101: lock default, REQUEST 3, fence "),
+        "{out}"
+    );
 }
 
 #[test]
@@ -472,6 +285,7 @@ fn trace_contention_run_is_valid_mermaid() {
                 trace::render(&all, &focus(TraceFormat::Mermaid, node, entry)).expect("renders");
             assert_valid_mermaid(&out);
             assert!(out.contains("ENTER"), "{node} {entry}: {out}");
+            assert!(!out.contains("OVERLAP"), "{node} {entry}: {out}");
         }
     }
     let err = trace::render(&all, &focus(TraceFormat::Mermaid, "127.0.0.1:17101", 5))
@@ -483,14 +297,98 @@ fn trace_contention_run_is_valid_mermaid() {
 }
 
 #[test]
+fn trace_names_the_lock_when_there_are_several() {
+    let all = logs(&LOCKS);
+    let out = trace::render(&all, &options(TraceFormat::Mermaid)).expect("renders");
+    assert_valid_mermaid(&out);
+    golden("trace/locks.mmd", &out);
+    for lock in ["jobs", "backup"] {
+        assert!(
+            out.contains(&format!(": {lock}: REQUEST ")),
+            "{lock}: {out}"
+        );
+        assert!(
+            out.contains(&format!(": {lock}: ENTER fence ")),
+            "{lock}: {out}"
+        );
+    }
+    assert!(!out.contains("OVERLAP"), "{out}");
+    // Two locks held at once by two nodes: both drawn as holding.
+    let text = trace::render(&all, &options(TraceFormat::Text)).expect("renders");
+    golden("trace/locks.txt", &text);
+
+    // --lock keeps one lock (and membership); its labels need no name then.
+    let jobs = TraceOptions {
+        lock: Some("jobs".into()),
+        ..options(TraceFormat::Mermaid)
+    };
+    let out = trace::render(&all, &jobs).expect("renders");
+    assert_valid_mermaid(&out);
+    assert!(out.contains("%% lock: jobs only"), "{out}");
+    assert!(out.contains("ENTER fence"), "{out}");
+    assert!(!out.contains("backup"), "{out}");
+    assert!(!out.contains("jobs:"), "{out}");
+    // A focus counts the entries of that lock.
+    let focused = TraceOptions {
+        focus: Some(Focus {
+            node: node_of(&all[1].1),
+            entry: 2,
+        }),
+        ..jobs.clone()
+    };
+    let out = trace::render(&all, &focused).expect("renders");
+    assert_valid_mermaid(&out);
+    assert!(out.contains("lock jobs, REQUEST"), "{out}");
+    let unknown = TraceOptions {
+        lock: Some("nightly".into()),
+        ..options(TraceFormat::Mermaid)
+    };
+    let err = trace::render(&all, &unknown).expect_err("no such lock");
+    assert_eq!(
+        err.to_string(),
+        "--lock nightly: no such lock in these logs (locks: backup, jobs)"
+    );
+}
+
+/// The address of the node whose log this is.
+fn node_of(log: &str) -> String {
+    let first: LogRecord = serde_json::from_str(log.lines().next().expect("a record")).unwrap();
+    first.node.expect("a node").addr.to_string()
+}
+
+/// A real run in which the holder was stopped inside the critical section,
+/// declared failed, and replaced (tests/data/check/paused/): the holder is no
+/// longer drawn holding once it failed, so the next entry is no overlap, and
+/// its late loss and exit are told when it wakes up.
+#[test]
+fn trace_draws_an_evicted_holder() {
+    let files: Vec<String> = ["17200", "17201", "17202"]
+        .iter()
+        .map(|p| format!("check/paused/node-{p}.jsonl"))
+        .collect();
+    let all = logs(&files.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = trace::render(&all, &options(TraceFormat::Text)).expect("renders");
+    golden("trace/paused.txt", &out);
+    let failed = out.find("127.0.0.1:17200 FAILED").expect("the failure");
+    let lost = out.find("LOST the lock").expect("the loss");
+    let entered = out
+        .find("ENTER fence 3298534883329")
+        .expect("the next entry");
+    assert!(failed < entered && entered < lost, "{out}");
+    assert!(out.contains("was stopped for"), "{out}");
+    assert!(!out.contains("OVERLAP"), "{out}");
+    assert_valid_mermaid(&trace::render(&all, &options(TraceFormat::Mermaid)).expect("renders"));
+}
+
+#[test]
 fn trace_skips_garbage_lines_and_counts_them() {
     let clean = logs(&SAMPLE);
     let garbage = [
         "not json at all",
         "[1, 2, 3]",
-        r#"{"timestamp":"2026-11-27T13:29:39.448146Z","event":"enter"}"#,
-        r#"{"timestamp":"yesterday","node":"127.0.0.1:17001","event":"enter"}"#,
-        r#"{"timestamp":"2026-11-27T13:29:39.448146Z","node":"127.0.0.1:17001","event":"teleported"}"#,
+        r#"{"time":"2026-11-28T12:21:12.209496Z","event":"enter"}"#,
+        r#"{"time":"yesterday","level":"INFO","node":"127.0.0.1:17001~1","event":"left","message":""}"#,
+        r#"{"time":"2026-11-28T12:21:12.209496Z","level":"INFO","node":"127.0.0.1:17001~1","event":"teleported","message":""}"#,
         "{\"truncated\":",
         "",
     ];
@@ -510,30 +408,28 @@ fn trace_skips_garbage_lines_and_counts_them() {
     for format in [TraceFormat::Mermaid, TraceFormat::Text] {
         let a = trace::render(&clean, &options(format)).expect("renders");
         let b = trace::render(&dirty, &options(format)).expect("renders with garbage");
-        // Same story; only the count of skipped lines and of events differs. The
-        // unknown event kind is an event, just not drawn.
+        // Same story; only the count of skipped lines differs.
         let strip = |s: &str| {
             s.lines()
-                .filter(|l| !l.contains("skipped") && !l.contains("node events"))
+                .filter(|l| !l.contains("skipped"))
                 .collect::<Vec<_>>()
                 .join("\n")
         };
         assert_eq!(strip(&a), strip(&b));
     }
-    // Per file, line i got garbage[i % 7] before it: 5 of the 7 are skipped (the
-    // blank line is not counted, the unknown kind is an event), and the logs
-    // already had 3 lines of the shell without a node.
+    // Per file, line i got garbage[i % 7] before it: 6 of the 7 are skipped
+    // (the blank line is not counted).
     let skipped: usize = clean
         .iter()
         .map(|(_, t)| {
             (0..t.lines().count())
-                .filter(|i| ![4, 6].contains(&(i % garbage.len())))
+                .filter(|i| i % garbage.len() != 6)
                 .count()
         })
         .sum();
     let out = trace::render(&dirty, &options(TraceFormat::Mermaid)).expect("renders");
     assert!(
-        out.contains(&format!("%% {} log lines skipped", skipped + 3)),
+        out.contains(&format!("%% {skipped} log lines skipped")),
         "{out}"
     );
     let only_garbage = vec![("x.jsonl".to_string(), "nope\n{}\n[]\n\n".to_string())];
@@ -542,77 +438,168 @@ fn trace_skips_garbage_lines_and_counts_them() {
     assert_valid_mermaid(&out);
 }
 
+fn pid(addr: &str, incarnation: u64) -> ProcessId {
+    ProcessId::new(addr.parse().unwrap(), incarnation)
+}
+
+/// One JSON log line: `node` logged `event` at `secs` seconds into 2026.
+fn line(secs: f64, node: ProcessId, event: Event) -> String {
+    let base = jiff::Timestamp::from_second(1_767_225_600).unwrap();
+    let record = LogRecord {
+        time: base + jiff::SignedDuration::from_secs_f64(secs),
+        level: "INFO".into(),
+        node: Some(node),
+        event,
+        message: String::new(),
+    };
+    serde_json::to_string(&record).unwrap()
+}
+
+fn lock() -> LockName {
+    LockName::default_lock()
+}
+
 #[test]
 fn trace_survives_restarts_and_missing_logs() {
     // 127.0.0.1:1 crashes inside the critical section and restarts; its second
     // life is in another file. 127.0.0.1:3 sent no log: its messages are drawn
     // from the receiving side.
-    let ev = |t: &str, node: &str, rest: &str| {
-        format!(r#"{{"timestamp":"2026-01-01T00:00:{t}Z","node":"{node}","event":{rest}}}"#)
+    let (one, one_again) = (pid("127.0.0.1:1", 10), pid("127.0.0.1:1", 50));
+    let (two, three) = (pid("127.0.0.1:2", 10), pid("127.0.0.1:3", 10));
+    let started = |me| Event::Started {
+        me,
+        seeds: vec![],
+        found_in: None,
     };
     let first = [
-        ev("01.000000", "127.0.0.1:1", r#""started""#),
-        ev(
-            "02.000000",
-            "127.0.0.1:1",
-            r#""request","request_id":1,"ts":5,"members":"[127.0.0.1:2]""#,
+        line(1.0, one, started(one)),
+        line(
+            2.0,
+            one,
+            Event::RequestIssued {
+                lock: lock(),
+                request_id: 1,
+                timestamp: 5,
+                epoch: 1,
+                awaiting: vec![two],
+            },
         ),
-        ev(
-            "02.000100",
-            "127.0.0.1:1",
-            r#""request_sent","peer":"127.0.0.1:2","request_id":1,"ts":5"#,
+        line(
+            2.0001,
+            one,
+            Event::RequestSent {
+                lock: lock(),
+                to: two,
+                request_id: 1,
+                attempt: 0,
+                timestamp: 5,
+                epoch: 1,
+            },
         ),
-        ev(
-            "02.000300",
-            "127.0.0.1:1",
-            r#""reply_received","peer":"127.0.0.1:2","request_id":1,"remaining":0"#,
+        line(
+            2.0003,
+            one,
+            Event::ReplyReceived {
+                lock: lock(),
+                from: two,
+                request_id: 1,
+                epoch: 1,
+                remaining: 0,
+            },
         ),
-        ev(
-            "02.000400",
-            "127.0.0.1:1",
-            r#""enter","request_id":1,"ts":5,"fence":1000001,"lamport":7,"waited_ms":0.4"#,
+        line(
+            2.0004,
+            one,
+            Event::Enter {
+                lock: lock(),
+                ticket: 1,
+                request_id: 1,
+                timestamp: 5,
+                fence: Fence { epoch: 1, seq: 1 },
+                lamport: 7,
+                waited: Duration::from_micros(400),
+            },
         ),
     ]
     .join("\n");
     let second = [
-        ev("05.000000", "127.0.0.1:1", r#""started""#),
-        ev(
-            "06.000000",
-            "127.0.0.1:1",
-            r#""request_received","peer":"127.0.0.1:3","request_id":9,"ts":2,"deferred":false"#,
+        line(5.0, one_again, started(one_again)),
+        line(
+            6.0,
+            one_again,
+            Event::RequestReceived {
+                lock: lock(),
+                from: three,
+                request_id: 9,
+                timestamp: 2,
+                epoch: 3,
+                own_timestamp: None,
+                decision: Decision::Grant,
+            },
         ),
-        ev(
-            "06.000100",
-            "127.0.0.1:1",
-            r#""reply_sent","peer":"127.0.0.1:3","request_id":9,"deferred":false"#,
+        line(
+            6.0001,
+            one_again,
+            Event::ReplySent {
+                lock: lock(),
+                to: three,
+                request_id: 9,
+                epoch: 3,
+                deferred: false,
+            },
         ),
-        ev(
-            "07.000000",
-            "127.0.0.1:1",
-            r#""exit","request_id":4,"fence":3000001,"lamport":9"#,
+        line(
+            7.0,
+            one_again,
+            Event::Exit {
+                lock: lock(),
+                ticket: 4,
+                fence: Fence { epoch: 3, seq: 1 },
+                lamport: 9,
+                held: Duration::from_millis(1),
+                released: vec![],
+            },
         ),
     ]
     .join("\n");
     let other = [
-        ev(
-            "02.000200",
-            "127.0.0.1:2",
-            r#""reply_sent","peer":"127.0.0.1:1","request_id":1,"deferred":false"#,
+        line(
+            2.0002,
+            two,
+            Event::ReplySent {
+                lock: lock(),
+                to: one,
+                request_id: 1,
+                epoch: 1,
+                deferred: false,
+            },
         ),
-        ev(
-            "04.000000",
-            "127.0.0.1:2",
-            r#""member_failed","peer":"127.0.0.1:1""#,
+        line(
+            4.0,
+            two,
+            Event::MemberFailed {
+                member: one,
+                cause: Default::default(),
+            },
         ),
-        ev(
-            "05.100000",
-            "127.0.0.1:2",
-            r#""member_restarted","peer":"127.0.0.1:1""#,
+        line(
+            5.1,
+            two,
+            Event::MemberRestarted {
+                previous: one,
+                member: one_again,
+            },
         ),
-        ev(
-            "06.500000",
-            "127.0.0.1:2",
-            r#""reply_received","peer":"127.0.0.1:3","request_id":2,"remaining":0"#,
+        line(
+            6.5,
+            two,
+            Event::ReplyReceived {
+                lock: lock(),
+                from: three,
+                request_id: 2,
+                epoch: 3,
+                remaining: 0,
+            },
         ),
     ]
     .join("\n");
@@ -643,16 +630,22 @@ fn trace_survives_restarts_and_missing_logs() {
 #[test]
 fn trace_time_window() {
     let all = logs(&SAMPLE);
+    // The three entries are 6.01 s, 6.32 s and 6.62 s after the first event.
+    let first: LogRecord = serde_json::from_str(all[0].1.lines().next().unwrap()).unwrap();
+    let to = first.time + jiff::SignedDuration::from_millis(6_500);
     let window = TraceOptions {
-        from: Some("4.05".to_string()),
-        to: Some("2026-11-27T13:29:39.8Z".to_string()),
+        from: Some("6.0".to_string()),
+        to: Some(to.to_string()),
         ..options(TraceFormat::Mermaid)
     };
     let out = trace::render(&all, &window).expect("renders");
     assert_valid_mermaid(&out);
-    assert!(out.contains("ENTER fence 2000001"), "{out}");
-    assert!(out.contains("ENTER fence 2000002"), "{out}");
-    assert!(!out.contains("EXIT fence 2000002"), "after --to: {out}");
+    assert!(out.contains("ENTER fence 2199023255553"), "{out}");
+    assert!(out.contains("ENTER fence 2199023255554"), "{out}");
+    assert!(
+        !out.contains("EXIT fence 2199023255554"),
+        "after --to: {out}"
+    );
     assert!(!out.contains("joined"), "before --from: {out}");
     let bad = TraceOptions {
         from: Some("soon".to_string()),
@@ -681,6 +674,15 @@ fn trace_binary_prints_the_golden_diagram() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("no such node"),
+        "{}",
+        text(&out.stderr)
+    );
+    let mut args = vec!["trace", "--lock", "jobs"];
+    args.extend(paths.iter().map(String::as_str));
+    let out = ra(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--lock jobs: no such lock in these logs (locks: default)"),
         "{}",
         text(&out.stderr)
     );
@@ -716,8 +718,7 @@ fn readme_diagram_is_ra_trace_output() {
             node: "127.0.0.1:7001".into(),
             entry: 1,
         }),
-        from: None,
-        to: None,
+        ..TraceOptions::default()
     };
     let rendered = trace::render(&logs, &options).expect("renders");
     assert_eq!(readme[start..end].trim_end(), rendered.trim_end());

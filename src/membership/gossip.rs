@@ -13,13 +13,12 @@ use crate::protocol::ids::ProcessId;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Gossip {
     Leaving(ProcessId),
-    View(ActiveSet),
+    ActiveSet(ActiveSet),
 }
 
 impl Gossip {
-    pub fn encode(&self) -> Vec<u8> {
-        // Serializing plain data into a Vec cannot fail.
-        postcard::to_allocvec(self).unwrap_or_default()
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
     }
 }
 
@@ -27,7 +26,7 @@ impl Gossip {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GossipKey {
     Leaving(ProcessId),
-    View { cluster: ProcessId, epoch: u64 },
+    ActiveSet { cluster: ProcessId, epoch: u64 },
 }
 
 impl foca::Invalidates for GossipKey {
@@ -35,8 +34,8 @@ impl foca::Invalidates for GossipKey {
         match (self, other) {
             (GossipKey::Leaving(a), GossipKey::Leaving(b)) => a == b,
             (
-                GossipKey::View { cluster, epoch },
-                GossipKey::View {
+                GossipKey::ActiveSet { cluster, epoch },
+                GossipKey::ActiveSet {
                     cluster: other_cluster,
                     epoch: other_epoch,
                 },
@@ -97,15 +96,15 @@ impl foca::BroadcastHandler<MemberId> for GossipHandler {
                 }
                 GossipKey::Leaving(*process)
             }
-            Gossip::View(view) => {
-                let newest = self.newest_epoch.entry(view.cluster).or_insert(0);
-                if view.epoch <= *newest && !local {
+            Gossip::ActiveSet(set) => {
+                let newest = self.newest_epoch.entry(set.cluster).or_insert(0);
+                if set.epoch <= *newest && !local {
                     return Ok(None);
                 }
-                *newest = (*newest).max(view.epoch);
-                GossipKey::View {
-                    cluster: view.cluster,
-                    epoch: view.epoch,
+                *newest = (*newest).max(set.epoch);
+                GossipKey::ActiveSet {
+                    cluster: set.cluster,
+                    epoch: set.epoch,
                 }
             }
         };

@@ -1,49 +1,66 @@
-//! The sans-IO node: SWIM membership (foca), the active set and Ricart–Agrawala,
-//! glued together.
+//! The sans-IO node: SWIM membership (foca), the active set and one
+//! Ricart–Agrawala instance per lock name, glued together.
 //!
 //! A `Node` never touches a socket, a clock or a global random generator. The
 //! caller hands it `Input`s with the current time and carries out the `Output`s
-//! it queues: datagrams and messages to send, timers to arm, events to log. The
-//! tokio shell (`crate::runtime`) and the simulator (`crate::sim`) drive the very
-//! same code.
+//! it queues: datagrams and messages to send, timers to arm, grants and losses
+//! to pass on to clients, events to log. The tokio shell (`crate::runtime`) and
+//! the simulator (`crate::sim`) drive the very same code.
+//!
+//! Clients hold locks through tickets: `Acquire` asks, `Granted` answers with the
+//! fence, `Release` gives the ticket back (exiting if it held the lock, leaving
+//! the line if it still waited), and `Lost` tells a client its ticket ended
+//! without it.
+//!
+//! The jobs are split by file: [`swim`] (who is alive), [`seating`] (the active
+//! set and its Paxos rounds), [`locking`] (Ricart–Agrawala per lock and the
+//! tickets), [`leaving`].
 
-mod active_set;
-mod leave;
-mod membership;
-mod mutex;
+mod evidence;
+mod leaving;
+mod locking;
+mod proxy;
+mod seating;
+mod swim;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
 use bytes::Bytes;
 use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec};
+
+use crate::membership::codec::{CheckedCodec, Claims, Plausible};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
-use crate::event::{Event, ViewSource};
+use crate::event::{
+    DropReason, DroppedWhat, Event, FailureCause, GoneEvidence, LossReason, RefusedReason,
+    SetSource, Ticket,
+};
 use crate::membership::gossip::{Gossip, GossipHandler};
 use crate::membership::identity::MemberId;
 use crate::membership::settings::SwimSettings;
 use crate::protocol::active_set::ActiveSet;
 use crate::protocol::clock::LamportClock;
 use crate::protocol::ids::ProcessId;
-use crate::protocol::message::{Body, Envelope};
-use crate::protocol::mutex::{
-    Decision, DeferReason, DeferredRequest, Mutations, ReplyOutcome, RicartAgrawala, State,
-};
-use crate::protocol::reconfig::{Acceptor, Ballot, Proposal, ProposalStep, Vote};
+use crate::protocol::lock::{Fence, LockName};
+use crate::protocol::message::{Body, Envelope, HeldLock};
+use crate::protocol::paxos::{Acceptor, Proposal};
+use crate::protocol::ricart_agrawala::{Mutations, RicartAgrawala, State};
 
-type Swim = Foca<MemberId, PostcardCodec, SmallRng, GossipHandler>;
+pub use locking::{IncomingRequest, LocalHolder, LockStatus, PendingStatus, TicketProgress};
+pub use proxy::PROXY_TICKETS;
+
+type Swim = Foca<MemberId, CheckedCodec, SmallRng, GossipHandler>;
 
 /// Everything a node's behaviour depends on besides its inputs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeSettings {
     /// Most members of the active set (only the founder's value counts).
     pub max_active: u32,
-    /// How long the critical section is held.
-    pub hold: Duration,
     /// A node that finds no cluster waits this long before founding its own, so a
     /// restarted node is found by its old cluster first.
     pub found_after: Duration,
@@ -54,10 +71,21 @@ pub struct NodeSettings {
     pub takeover_after: Duration,
     /// A proposal without a quorum after this long is abandoned and retried.
     pub proposal_timeout: Duration,
-    /// A leaving member waits this long at most for the set without it to be decided.
+    /// A leaving member waits this long at most for the set without it to be
+    /// decided (and for its clients to give their locks back).
     pub leave_timeout: Duration,
-    /// Housekeeping period: join retries, founding, proposal timeouts.
+    /// Housekeeping period: join retries, founding, proposal timeouts, pauses.
     pub tick: Duration,
+    /// A member that grants a request does not help remove the requester from the
+    /// active set for this long; the requester counts the grant only within
+    /// nine tenths of it (from when it asked, plus how long the grant was held
+    /// back), which leaves room for clocks that run up to 10% apart.
+    pub grant_lease: Duration,
+    /// Take a refused connection to a member's address as proof the member
+    /// is gone (its host's kernel answered that nothing listens there). Off
+    /// where a firewall rejects connections between live nodes: then only a
+    /// new incarnation at the address, or SWIM, says a member failed.
+    pub refused_connection_is_proof: bool,
     pub swim: SwimSettings,
     pub mutations: Mutations,
 }
@@ -66,16 +94,30 @@ impl Default for NodeSettings {
     fn default() -> Self {
         Self {
             max_active: 3,
-            hold: Duration::from_millis(1000),
             found_after: Duration::from_millis(4000),
             retry_join_every: Duration::from_millis(1000),
             takeover_after: Duration::from_millis(1000),
             proposal_timeout: Duration::from_millis(500),
             leave_timeout: Duration::from_millis(3000),
             tick: Duration::from_millis(100),
+            grant_lease: Duration::from_millis(1000),
+            refused_connection_is_proof: true,
             swim: SwimSettings::default(),
             mutations: Mutations::default(),
         }
+    }
+}
+
+impl NodeSettings {
+    /// How long after being asked a grant may be used by the requester.
+    pub fn reply_lease(&self) -> Option<Duration> {
+        (!self.mutations.ignore_grant_lease).then(|| self.grant_lease * 9 / 10)
+    }
+
+    /// A gap in the housekeeping timer longer than this means the process was
+    /// stopped, not merely busy.
+    pub fn pause_threshold(&self) -> Duration {
+        (self.tick * 3).max(Duration::from_millis(250))
     }
 }
 
@@ -83,7 +125,6 @@ impl Default for NodeSettings {
 pub enum TimerId {
     Swim(foca::Timer<MemberId>),
     Tick,
-    Exit { request_id: u64 },
 }
 
 #[derive(Clone, Debug)]
@@ -99,8 +140,29 @@ pub enum Input {
         peer: SocketAddr,
     },
     Timer(TimerId),
-    /// The user asked for the critical section.
-    RequestCs,
+    /// A client asks for `lock`; `ticket` is the shell's, unique in this process.
+    /// With `try_only`, it gives up at once unless the lock is free right now.
+    Acquire {
+        lock: LockName,
+        ticket: Ticket,
+        try_only: bool,
+    },
+    /// A client gives its ticket back: it exits the critical section if it held
+    /// the lock, or leaves the line if it still waited.
+    Release {
+        lock: LockName,
+        ticket: Ticket,
+    },
+    /// Ask the active set which locks their clients hold (answers come back
+    /// as `Output::Holding`, one per member).
+    AskWhoHolds {
+        query: u64,
+    },
+    /// The shell has proof that `process` is gone (see `GoneEvidence`).
+    PeerGone {
+        process: ProcessId,
+        evidence: GoneEvidence,
+    },
     /// The user asked to leave the cluster.
     Leave,
 }
@@ -117,6 +179,35 @@ pub enum Output {
         timer: TimerId,
     },
     Event(Event),
+    /// The ticket holds the lock, with this fence.
+    Granted {
+        lock: LockName,
+        ticket: Ticket,
+        fence: Fence,
+    },
+    /// The ticket ended without its client: a holder must stop using the lock
+    /// (and still release the ticket once it has); a waiter is out of line.
+    Lost {
+        lock: LockName,
+        ticket: Ticket,
+        why: LossReason,
+    },
+    /// The ticket never got the lock and never will (a try that found it
+    /// taken, or the node is leaving): its client is out of line.
+    Refused {
+        lock: LockName,
+        ticket: Ticket,
+        why: RefusedReason,
+    },
+    /// The processes whose death the shell should notice at once: keep a
+    /// connection to each (the active set and the live members).
+    Watch(Vec<ProcessId>),
+    /// One member's answer to `AskWhoHolds`.
+    Holding {
+        query: u64,
+        from: ProcessId,
+        locks: Vec<HeldLock>,
+    },
     /// The node has left the cluster; nothing more will come out of it.
     Left,
 }
@@ -124,8 +215,11 @@ pub enum Output {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Life {
     Running,
-    /// Leave requested inside the critical section: leave on exit.
-    LeaveAfterExit,
+    /// Leave requested while clients held locks: they were told, and the node
+    /// leaves once they release (or at the deadline).
+    LeaveAfterRelease {
+        deadline: Duration,
+    },
     Leaving {
         deadline: Duration,
     },
@@ -136,20 +230,45 @@ enum Life {
 struct Peer {
     id: MemberId,
     alive: bool,
+    /// When SWIM last declared it down.
+    down_at: Option<Duration>,
     /// A restart was just logged; the MemberUp that follows needs no second line.
     restart_logged: bool,
 }
 
-/// A snapshot for the `status` command.
+/// The node's role, for status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Not in a cluster yet.
+    Joining,
+    Active,
+    Spectator,
+    Leaving,
+}
+
+/// A snapshot for `status`: data only, phrased by whoever shows it.
 #[derive(Clone, Debug)]
 pub struct Status {
     pub me: ProcessId,
+    /// The node's time when it answered (the times below are on its clock).
+    pub now: Duration,
+    pub role: Role,
     pub live_members: Vec<ProcessId>,
-    pub view: Option<ActiveSet>,
+    pub active_set: Option<ActiveSet>,
     pub spectators: Vec<ProcessId>,
     pub clock: u64,
-    pub state: String,
-    pub queued: usize,
+    pub locks: Vec<LockStatus>,
+}
+
+/// The last answer sent to a requester for one lock, resent if the stream broke:
+/// a lost grant would leave the requester waiting forever.
+#[derive(Clone, Debug)]
+struct Answer {
+    body: Body,
+    /// When the request it answers arrived (a resent grant says how long it was
+    /// held back since then).
+    received_at: Duration,
 }
 
 pub struct Node {
@@ -163,22 +282,20 @@ pub struct Node {
     gossip_in: Receiver<Gossip>,
     peers: BTreeMap<SocketAddr, Peer>,
     leaving_peers: BTreeSet<ProcessId>,
-    view: Option<ActiveSet>,
+    active_set: Option<ActiveSet>,
     acceptor: Acceptor,
     proposal: Option<Proposal>,
     highest_round: u32,
     change_wanted_since: Option<Duration>,
     next_proposal_at: Duration,
-    ra: RicartAgrawala,
-    /// When each request still to be issued was asked for.
-    queued: VecDeque<Duration>,
-    /// When the request in progress was asked for.
-    current_asked_at: Duration,
-    /// When the critical section in progress should end.
-    hold_until: Duration,
+    locks: BTreeMap<LockName, locking::LockSlot>,
+    /// Locks whose line may be able to move (a request to issue).
+    to_issue: BTreeSet<LockName>,
+    next_request_id: u64,
+    /// A set of an older cluster to merge into once no lock is held here.
     pending_merge: Option<ActiveSet>,
     /// Requests from the cluster we merge into, held until we have joined it.
-    requests_after_merge: Vec<(ProcessId, u64, u64, ActiveSet)>,
+    requests_after_merge: Vec<(ProcessId, Body)>,
     life: Life,
     next_join_attempt: Duration,
     /// Seeds that have not answered yet: we keep announcing to each until it does,
@@ -189,10 +306,39 @@ pub struct Node {
     alone_since: Option<Duration>,
     last_alone_warning: Duration,
     reported_position: Option<usize>,
+    last_tick_at: Duration,
     loopback: VecDeque<Envelope>,
-    /// The last answer (reply or newer view) sent to each requester, resent if
-    /// the stream broke: a lost grant would leave the requester waiting forever.
-    last_answer: BTreeMap<ProcessId, Body>,
+    last_answer: BTreeMap<(ProcessId, LockName), Answer>,
+    /// Until when this node has promised not to help evict each requester it
+    /// granted (the grant lease).
+    leases: BTreeMap<ProcessId, Duration>,
+    /// Who we last heard from ourselves at each address, and when.
+    contacts: BTreeMap<SocketAddr, (ProcessId, Duration)>,
+    /// When we installed the current active set.
+    set_installed_at: Duration,
+    /// Processes the shell proved gone (a refused connection, a new process
+    /// at the address): no lease or doubt protects them.
+    gone: BTreeSet<ProcessId>,
+    /// Spectators' tickets: served as a member, forwarded as a spectator.
+    proxy: proxy::Proxy,
+    /// Which addresses a member of this cluster could have.
+    plausible: Plausible,
+    /// Shared with the SWIM codec: the wall clock it checks identities
+    /// against, and identities claimed at our address.
+    claims: Arc<Claims>,
+    /// An identity claimed at our address that stands above ours: the next
+    /// renewal goes above it.
+    rival: Option<MemberId>,
+    /// `now` when this node was made (its process's start time).
+    started_at: Duration,
+    /// An Accept our grant lease made us sit on (see `seating::on_accept`):
+    /// answered once the lease runs out or its holder is proved gone.
+    held_accept: Option<seating::HeldAccept>,
+    /// The processes the shell was last asked to watch.
+    watching: Vec<ProcessId>,
+    /// A renewal of our SWIM identity waits for this time (see `evidence`).
+    renew_at: Option<Duration>,
+    last_renewal: Option<Duration>,
     rng: SmallRng,
     out: Vec<Output>,
 }
@@ -208,16 +354,21 @@ impl Node {
         now: Duration,
     ) -> Self {
         let (handler, gossip_in) = GossipHandler::new();
+        let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
+        let plausible = Plausible::new(me.addr, &seeds);
+        let claims = Arc::new(Claims::default());
+        claims.set_wall_now(me.incarnation);
         let swim = Foca::with_custom_broadcast(
             MemberId::new(me),
             settings.swim.to_foca(),
             SmallRng::seed_from_u64(seed),
-            PostcardCodec,
+            CheckedCodec::new(plausible.clone(), claims.clone()),
             handler,
         );
-        let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
         let unheard_seeds: BTreeSet<SocketAddr> = seeds.iter().copied().collect();
-        let unheard_seeds_empty = unheard_seeds.is_empty();
+        let found_at = unheard_seeds
+            .is_empty()
+            .then_some(now + settings.found_after);
         let mut node = Self {
             me,
             seeds,
@@ -228,27 +379,41 @@ impl Node {
             gossip_in,
             peers: BTreeMap::new(),
             leaving_peers: BTreeSet::new(),
-            view: None,
+            active_set: None,
             acceptor: Acceptor::new(1),
             proposal: None,
             highest_round: 0,
             change_wanted_since: None,
             next_proposal_at: now,
-            ra: RicartAgrawala::new(me),
-            queued: VecDeque::new(),
-            current_asked_at: now,
-            hold_until: now,
+            locks: BTreeMap::new(),
+            to_issue: BTreeSet::new(),
+            next_request_id: 1,
             pending_merge: None,
             requests_after_merge: Vec::new(),
             life: Life::Running,
             next_join_attempt: now,
-            found_at: unheard_seeds_empty.then_some(now + settings.found_after),
+            found_at,
             unheard_seeds,
             alone_since: Some(now),
             last_alone_warning: now,
             reported_position: None,
+            last_tick_at: now,
             loopback: VecDeque::new(),
             last_answer: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            contacts: BTreeMap::new(),
+            gone: BTreeSet::new(),
+            held_accept: None,
+            proxy: proxy::Proxy::default(),
+            plausible,
+            claims,
+            rival: None,
+            started_at: now,
+            watching: Vec::new(),
+            set_installed_at: now,
+            renew_at: None,
+            // A renewal stands a second later: the first waits a second too.
+            last_renewal: Some(now),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_0f7a),
             out: Vec::new(),
             settings,
@@ -267,41 +432,85 @@ impl Node {
         self.me
     }
 
-    pub fn view(&self) -> Option<&ActiveSet> {
-        self.view.as_ref()
+    pub fn active_set(&self) -> Option<&ActiveSet> {
+        self.active_set.as_ref()
     }
 
-    pub fn mutex_state(&self) -> &State {
-        self.ra.state()
+    pub fn settings(&self) -> &NodeSettings {
+        &self.settings
     }
 
-    /// Requests asked for and not yet served (queued, waiting or holding).
-    pub fn outstanding_requests(&self) -> usize {
-        self.queued.len() + usize::from(!matches!(self.ra.state(), State::Idle))
+    /// Tickets asked for and not yet given back (waiting or holding).
+    pub fn outstanding_tickets(&self) -> usize {
+        self.locks
+            .values()
+            .map(|slot| slot.line.len() + usize::from(slot.holder.is_some()))
+            .sum()
+    }
+
+    /// The Ricart–Agrawala state of one lock, if this node knows the lock.
+    pub fn lock_state(&self, lock: &LockName) -> Option<&State> {
+        self.locks.get(lock).map(|slot| slot.ra.state())
+    }
+
+    /// Tickets waiting for a lock (not holding it yet).
+    pub fn waiting_tickets(&self) -> usize {
+        let here: usize = self
+            .locks
+            .values()
+            .map(|slot| {
+                slot.line
+                    .iter()
+                    .filter(|w| w.ticket < PROXY_TICKETS)
+                    .count()
+            })
+            .sum();
+        here + self.forwarded_waiting()
+    }
+
+    /// Whether `ticket` holds `lock` now.
+    pub fn holds_ticket(&self, lock: &LockName, ticket: Ticket) -> bool {
+        self.locks
+            .get(lock)
+            .and_then(|slot| slot.holder.as_ref())
+            .is_some_and(|h| h.ticket == ticket)
+            || self.holds_via(lock, ticket)
+    }
+
+    /// The locks this node's clients hold right now.
+    pub fn held_locks(&self) -> Vec<LockName> {
+        self.locks
+            .iter()
+            .filter(|(_, slot)| slot.holder.is_some())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    pub fn role(&self) -> Role {
+        match (&self.active_set, self.life) {
+            (_, Life::Leaving { .. } | Life::Left | Life::LeaveAfterRelease { .. }) => {
+                Role::Leaving
+            }
+            (None, _) => Role::Joining,
+            (Some(set), _) if set.contains(&self.me) => Role::Active,
+            (Some(_), _) => Role::Spectator,
+        }
     }
 
     pub fn status(&self) -> Status {
-        let state = match self.ra.state() {
-            State::Idle => "idle".to_string(),
-            State::Waiting(p) => format!(
-                "waiting: request #{} ts={} under epoch {}, replies owed by {}",
-                p.id,
-                p.timestamp,
-                p.epoch,
-                crate::protocol::active_set::display_list(
-                    &p.awaiting.iter().copied().collect::<Vec<_>>()
-                )
-            ),
-            State::Holding { fence, .. } => format!("in the critical section, fence {fence}"),
-        };
         Status {
             me: self.me,
+            now: self.now,
+            role: self.role(),
             live_members: self.live_processes(),
-            view: self.view.clone(),
+            active_set: self.active_set.clone(),
             spectators: self.spectators(),
             clock: self.clock.now(),
-            state,
-            queued: self.queued.len(),
+            locks: self
+                .locks
+                .iter()
+                .map(|(name, slot)| slot.status(name))
+                .collect(),
         }
     }
 
@@ -315,24 +524,37 @@ impl Node {
         if self.life == Life::Left {
             return;
         }
+        self.claims.set_wall_now(self.wall_now_us());
         match input {
             Input::Datagram { from, data } => {
+                self.note_datagram_contact(from, &data);
                 self.answer_old_incarnation(&data);
                 if let Err(e) = self.swim.handle_data(&data, &mut self.swim_io) {
                     self.emit(Event::Dropped {
-                        what: "datagram",
+                        what: DroppedWhat::Datagram,
                         from: from.to_string(),
-                        reason: e.to_string(),
+                        why: DropReason::Malformed {
+                            detail: e.to_string(),
+                        },
                     });
                 }
+                self.answer_rival_claim();
             }
             Input::Message(envelope) => self.on_message(envelope),
             Input::Reconnected { peer } => self.on_reconnected(peer),
             Input::Timer(timer) => self.on_timer(timer),
-            Input::RequestCs => self.on_request_cs(),
+            Input::Acquire {
+                lock,
+                ticket,
+                try_only,
+            } => self.on_acquire(lock, ticket, try_only),
+            Input::Release { lock, ticket } => self.on_release(lock, ticket),
+            Input::AskWhoHolds { query } => self.ask_who_holds(query),
+            Input::PeerGone { process, evidence } => self.on_peer_gone(process, evidence),
             Input::Leave => self.on_leave(),
         }
         self.settle();
+        self.route_served_outputs();
     }
 
     /// Run until nothing more follows from the last input.
@@ -347,7 +569,9 @@ impl Node {
                 break;
             }
             self.maybe_reconfigure();
-            self.maybe_issue();
+            self.answer_held_accept();
+            self.issue_ready();
+            self.update_watch();
             if self.loopback.is_empty() && self.swim_io.backlog() == 0 {
                 break;
             }
@@ -362,6 +586,7 @@ impl Node {
             return;
         };
         if header.dst.process.addr == self.me.addr && header.dst.process != self.me {
+            // An error means foca refused the target (say, ourselves): nothing to do.
             let _ = self.swim.announce(header.src, &mut self.swim_io);
         }
     }
@@ -371,6 +596,11 @@ impl Node {
     }
 
     fn send(&mut self, to: ProcessId, body: Body) {
+        if to != self.me && !self.plausible(to.addr) {
+            // A forged or corrupted active set may name an address no member
+            // could have: never dial it.
+            return;
+        }
         let envelope = Envelope {
             from: self.me,
             to,
@@ -389,11 +619,14 @@ impl Node {
     fn on_timer(&mut self, timer: TimerId) {
         match timer {
             TimerId::Swim(timer) => {
-                // Errors here are foca's own sanity checks; its state stays usable.
-                let _ = self.swim.handle_timer(timer, &mut self.swim_io);
+                if let Err(e) = self.swim.handle_timer(timer, &mut self.swim_io) {
+                    // foca's own sanity checks; its state stays usable.
+                    self.emit(Event::Note {
+                        message: format!("SWIM timer: {e}"),
+                    });
+                }
             }
             TimerId::Tick => self.on_tick(),
-            TimerId::Exit { request_id } => self.exit_cs(request_id),
         }
     }
 
@@ -402,22 +635,64 @@ impl Node {
             at: self.now + self.settings.tick,
             timer: TimerId::Tick,
         });
+        self.notice_pause();
+        self.refresh_expiring_grants();
+        self.check_forwarded();
+        self.send_heartbeats();
+        self.maybe_renew();
         self.retry_join();
         self.maybe_found();
         if let Some(proposal) = &self.proposal
             && self.now >= proposal.started + self.settings.proposal_timeout
         {
-            self.abandon_proposal("no quorum answered in time");
+            self.abandon_proposal(crate::event::AbandonReason::NoQuorumInTime);
         }
-        if let Life::Leaving { deadline } = self.life
-            && self.now >= deadline
-        {
-            self.emit(Event::LeaveTimedOut);
-            self.finish_leave();
+        match self.life {
+            Life::Leaving { deadline } if self.now >= deadline => {
+                self.emit(Event::LeaveTimedOut);
+                self.finish_leave();
+            }
+            Life::LeaveAfterRelease { deadline } if self.now >= deadline => {
+                self.begin_leave();
+            }
+            _ => {}
+        }
+        let now = self.now;
+        self.leases.retain(|_, until| *until > now);
+    }
+
+    /// The housekeeping timer fires every `tick`: a much longer gap means this
+    /// process was stopped, and the cluster may have moved on meanwhile.
+    fn notice_pause(&mut self) {
+        let gap = self.now.saturating_sub(self.last_tick_at);
+        self.last_tick_at = self.now;
+        if gap <= self.settings.tick + self.settings.pause_threshold() {
+            return;
+        }
+        let stopped_for = gap.saturating_sub(self.settings.tick);
+        let holding = self.held_locks();
+        self.emit(Event::Paused {
+            stopped_for,
+            holding: holding.clone(),
+        });
+        if stopped_for >= self.settings.swim.suspect_to_down_after {
+            for lock in holding {
+                self.lose_holder(&lock, LossReason::Paused);
+            }
+            // Held through a member: it has let go, or will before we hear it.
+            self.lose_all_forwarded(LossReason::Paused);
         }
     }
 
     // ---- messages --------------------------------------------------------
+
+    fn drop_message(&mut self, from: ProcessId, why: DropReason) {
+        self.emit(Event::Dropped {
+            what: DroppedWhat::Message,
+            from: format!("{from:?}"),
+            why,
+        });
+    }
 
     fn on_message(&mut self, envelope: Envelope) {
         let Envelope {
@@ -427,45 +702,78 @@ impl Node {
             body,
         } = envelope;
         if to != self.me {
-            self.emit(Event::Dropped {
-                what: body.kind(),
-                from: format!("{from:?}"),
-                reason: format!("addressed to {to:?}, an earlier process at this address"),
-            });
+            self.drop_message(from, DropReason::AddressedToEarlierProcess { to });
             return;
         }
-        if let Some(peer) = self.peers.get(&from.addr)
-            && peer.id.process.incarnation > from.incarnation
+        // The shell proved the sender gone (a new process answers at its
+        // address): this message was in flight when it died. A restart only
+        // rumoured by gossip proves nothing (in plain mode it may be forged),
+        // and dropping a live member's message would leave its request or
+        // reply lost for good.
+        if self.gone.contains(&from) {
+            self.drop_message(from, DropReason::SentByRestartedProcess);
+            return;
+        }
+        if let Err(e) = self
+            .check_numbers(&body)
+            .and(self.clock.check(clock).map_err(Into::into))
         {
-            self.emit(Event::Dropped {
-                what: body.kind(),
-                from: format!("{from:?}"),
-                reason: "sent by a process that has since restarted".into(),
-            });
+            self.drop_message(from, e);
             return;
         }
-        self.clock.merge(clock);
+        // Checked just above, so this cannot fail.
+        let _ = self.clock.merge(clock);
+        self.note_contact(from);
         match body {
             Body::Request {
+                lock,
                 request_id,
+                attempt,
                 timestamp,
-                view,
-            } => self.on_request(from, request_id, timestamp, view),
+                set,
+                try_only,
+            } => {
+                let request = IncomingRequest {
+                    lock,
+                    request_id,
+                    attempt,
+                    timestamp,
+                    try_only,
+                };
+                self.on_request(from, request, set)
+            }
             Body::Reply {
+                lock,
                 request_id,
+                attempt,
                 epoch,
                 fence_seq,
-                deferred: _,
-            } => self.on_reply(from, request_id, epoch, fence_seq),
-            Body::NewerView { view, .. } | Body::Decided { view } => {
-                self.adopt(view, ViewSource::Message)
+                held,
+            } => {
+                let grant = crate::protocol::ricart_agrawala::Grant {
+                    request_id,
+                    attempt,
+                    epoch,
+                    fence_seq,
+                    held,
+                };
+                self.on_reply(from, lock, grant)
             }
+            Body::NewerSet { set, .. } | Body::Decided { set } => {
+                self.adopt(set, SetSource::Message)
+            }
+            Body::Busy {
+                lock,
+                request_id,
+                attempt,
+            } => self.on_busy(from, lock, request_id, attempt),
             Body::Prepare { current, ballot } => self.on_prepare(from, current, ballot),
             Body::Accept {
                 current,
                 ballot,
                 members,
-            } => self.on_accept(from, current, ballot, members),
+                carried,
+            } => self.on_accept(from, current, ballot, members, carried),
             Body::Promise {
                 epoch,
                 ballot,
@@ -474,42 +782,98 @@ impl Node {
             Body::Accepted { epoch, ballot } => self.on_accepted(from, epoch, ballot),
             Body::Nack { epoch, promised } => self.on_nack(epoch, promised),
             Body::Leaving => self.note_leaving(from),
+            Body::WhoHolds { query } => {
+                let locks = self.holding(crate::wire::MAX_HELD_LISTED);
+                self.send(from, Body::Holding { query, locks });
+            }
+            Body::Holding { query, locks } => self.out.push(Output::Holding { query, from, locks }),
+            Body::ProxyAcquire {
+                lock,
+                ticket,
+                try_only,
+            } => self.on_proxy_acquire(from, lock, ticket, try_only),
+            Body::ProxyRelease { lock, ticket } => self.on_proxy_release(from, lock, ticket),
+            Body::ProxyNews { lock, ticket, news } => self.on_proxy_news(from, lock, ticket, news),
         }
+    }
+
+    /// Numbers from the wire are checked before they move any state: timestamps
+    /// like clocks, and epochs of our own cluster at most a bounded way ahead.
+    fn check_numbers(&self, body: &Body) -> Result<(), DropReason> {
+        if let Body::Request { timestamp, .. } = body {
+            self.clock.check(*timestamp)?;
+        }
+        let epoch = match body {
+            Body::Request { set, .. } | Body::NewerSet { set, .. } | Body::Decided { set } => {
+                self.same_cluster(set).then_some(set.epoch)
+            }
+            Body::Prepare { current, .. } | Body::Accept { current, .. } => {
+                self.same_cluster(current).then_some(current.epoch)
+            }
+            Body::Reply { epoch, .. }
+            | Body::Promise { epoch, .. }
+            | Body::Accepted { epoch, .. }
+            | Body::Nack { epoch, .. } => Some(*epoch),
+            Body::Leaving
+            | Body::Busy { .. }
+            | Body::WhoHolds { .. }
+            | Body::Holding { .. }
+            | Body::ProxyAcquire { .. }
+            | Body::ProxyRelease { .. }
+            | Body::ProxyNews { .. } => None,
+        };
+        let own = self.active_set.as_ref().map_or(0, |s| s.epoch);
+        match epoch {
+            Some(seen) if own > 0 && seen > own.saturating_add(MAX_EPOCH_LEAD) => {
+                Err(DropReason::EpochOutOfRange { seen, own })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn same_cluster(&self, set: &ActiveSet) -> bool {
+        self.active_set
+            .as_ref()
+            .is_some_and(|s| s.same_cluster(set))
     }
 
     fn on_reconnected(&mut self, peer: SocketAddr) {
         // Whatever was in flight on the old stream may be gone; everything resent
         // here is harmless to receive twice.
-        let answers: Vec<(ProcessId, Body)> = self
+        self.reforward_to(peer);
+        let answers: Vec<(ProcessId, LockName)> = self
             .last_answer
-            .iter()
+            .keys()
             .filter(|(p, _)| p.addr == peer)
-            .map(|(p, body)| (*p, body.clone()))
+            .cloned()
             .collect();
-        for (to, body) in answers {
-            self.send(to, body);
+        for (to, lock) in answers {
+            self.resend_answer(to, lock);
         }
-        if let Some(pending) = self.ra.pending().cloned()
-            && let Some(view) = self.view.clone()
-        {
-            for member in pending.awaiting.iter().filter(|m| m.addr == peer) {
-                self.send(
-                    *member,
-                    Body::Request {
-                        request_id: pending.id,
-                        timestamp: pending.timestamp,
-                        view: view.clone(),
-                    },
-                );
-            }
+        let asks: Vec<(LockName, ProcessId)> = self
+            .locks
+            .iter()
+            .filter_map(|(name, slot)| Some((name, slot.ra.pending()?)))
+            .flat_map(|(name, pending)| {
+                pending
+                    .awaiting
+                    .iter()
+                    .filter(|m| m.addr == peer)
+                    .map(|m| (name.clone(), *m))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (lock, member) in asks {
+            self.reask(&lock, &[member]);
         }
         if let Some(proposal) = self.proposal.clone() {
             for member in proposal.base.members.iter().filter(|m| m.addr == peer) {
                 let body = match proposal.accepting() {
-                    Some(members) => Body::Accept {
+                    Some((members, carried)) => Body::Accept {
                         current: proposal.base.clone(),
                         ballot: proposal.ballot,
                         members: members.to_vec(),
+                        carried,
                     },
                     None => Body::Prepare {
                         current: proposal.base.clone(),
@@ -520,4 +884,21 @@ impl Node {
             }
         }
     }
+
+    fn random_below(&mut self, limit: Duration) -> Duration {
+        let micros = limit.as_micros().clamp(1, u128::from(u64::MAX)) as u64;
+        Duration::from_micros(self.rng.random_range(0..micros))
+    }
+}
+
+/// How many epochs ahead of ours a message of our own cluster may name. Honest
+/// nodes fall behind by a few epochs per failure or seat change they miss;
+/// further ahead is a bug or a forgery, which must not use up the epochs a fence
+/// can carry.
+pub const MAX_EPOCH_LEAD: u64 = 1 << 16;
+
+/// Whether the active set's live members still reach a quorum, as this node sees it.
+fn quorum_alive(set: &ActiveSet, alive: impl Fn(&ProcessId) -> bool) -> bool {
+    let voters: BTreeSet<ProcessId> = set.members.iter().copied().filter(|m| alive(m)).collect();
+    set.is_quorum(&voters)
 }

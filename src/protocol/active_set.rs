@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::ids::ProcessId;
+use super::lock::MAX_FENCE_EPOCH;
 
 /// The members of the active set for one epoch of one cluster.
 ///
@@ -42,14 +43,15 @@ impl ActiveSet {
         self.members.first()
     }
 
-    /// The same cluster's next epoch with `members`.
-    pub fn successor(&self, members: Vec<ProcessId>) -> Self {
-        Self {
+    /// The same cluster's next epoch with `members`; `None` once the epochs a
+    /// fencing token can carry are used up (2^24 - 1 of them).
+    pub fn successor(&self, members: Vec<ProcessId>) -> Option<Self> {
+        (self.epoch < MAX_FENCE_EPOCH).then(|| Self {
             cluster: self.cluster,
             epoch: self.epoch + 1,
             max_active: self.max_active,
             members,
-        }
+        })
     }
 
     /// A quorum of this set: more than half of its members, or exactly half

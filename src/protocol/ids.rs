@@ -4,13 +4,16 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// One running `ra` process: the address it advertises and when it started.
 ///
 /// The address alone is not enough: a process restarted on the same address must
 /// never answer for its previous incarnation (its promises and grants died with it).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+///
+/// Serialized as `"ADDR~INCARNATION"` in human-readable formats (the JSON log),
+/// and as a pair in compact ones (the gossip's postcard).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProcessId {
     pub addr: SocketAddr,
     /// Unix time in microseconds when the process started.
@@ -38,6 +41,43 @@ impl AddrKey {
         match addr.ip() {
             IpAddr::V4(ip) => AddrKey(4, u128::from(u32::from(ip)), addr.port()),
             IpAddr::V6(ip) => AddrKey(6, u128::from(ip), addr.port()),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProcessPair {
+    addr: SocketAddr,
+    incarnation: u64,
+}
+
+impl Serialize for ProcessId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(&format_args!("{}~{}", self.addr, self.incarnation))
+        } else {
+            ProcessPair {
+                addr: self.addr,
+                incarnation: self.incarnation,
+            }
+            .serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ProcessId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let text = String::deserialize(d)?;
+            let (addr, incarnation) = text
+                .rsplit_once('~')
+                .ok_or_else(|| serde::de::Error::custom("expected ADDR~INCARNATION"))?;
+            let addr = addr.parse().map_err(serde::de::Error::custom)?;
+            let incarnation = incarnation.parse().map_err(serde::de::Error::custom)?;
+            Ok(ProcessId::new(addr, incarnation))
+        } else {
+            let pair = ProcessPair::deserialize(d)?;
+            Ok(ProcessId::new(pair.addr, pair.incarnation))
         }
     }
 }
@@ -81,6 +121,23 @@ mod tests {
         assert!(pid("127.0.0.1:7002", 1) < pid("127.0.0.1:7010", 1));
         assert!(pid("10.0.0.2:1", 1) < pid("10.0.0.10:1", 1));
         assert!(pid("127.0.0.1:9", 1) < pid("127.0.0.1:10", 1));
+    }
+
+    #[test]
+    fn json_names_the_process_in_one_string() {
+        let p = pid("127.0.0.1:7002", 17);
+        let json = serde_json::to_string(&p).expect("serialize");
+        assert_eq!(json, "\"127.0.0.1:7002~17\"");
+        assert_eq!(serde_json::from_str::<ProcessId>(&json).expect("back"), p);
+        let v6 = pid("[::1]:7000", 3);
+        let back: ProcessId =
+            serde_json::from_str(&serde_json::to_string(&v6).expect("serialize")).expect("back");
+        assert_eq!(back, v6);
+        let compact = postcard::to_allocvec(&p).expect("postcard");
+        assert_eq!(
+            postcard::from_bytes::<ProcessId>(&compact).expect("back"),
+            p
+        );
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Messages between processes, as the protocol sees them (the wire format is
 //! `proto/ra/v1/ra.proto`; `crate::wire` converts and validates).
 
+use std::time::Duration;
+
 use super::active_set::ActiveSet;
 use super::ids::ProcessId;
-use super::reconfig::Ballot;
+use super::lock::{Fence, LockName};
+use super::paxos::Ballot;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
@@ -17,19 +20,38 @@ pub struct Envelope {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
     Request {
+        lock: LockName,
         request_id: u64,
+        /// Which sending of this request (asked again: a higher attempt).
+        attempt: u32,
         timestamp: u64,
-        view: ActiveSet,
+        set: ActiveSet,
+        /// A try: answer Busy rather than hold it back.
+        try_only: bool,
+    },
+    /// The answer to a try the replier would have held back: the lock is not
+    /// free now.
+    Busy {
+        lock: LockName,
+        request_id: u64,
+        attempt: u32,
     },
     Reply {
+        lock: LockName,
         request_id: u64,
+        /// The attempt it answers.
+        attempt: u32,
         epoch: u64,
         fence_seq: u64,
-        deferred: bool,
+        /// How long the replier held the request back before granting it.
+        held: Duration,
     },
-    NewerView {
+    /// The replier knows a newer active set than the request named: ask again
+    /// under it (or wait for a seat, if it has none for the requester).
+    NewerSet {
+        lock: LockName,
         request_id: u64,
-        view: ActiveSet,
+        set: ActiveSet,
     },
     Prepare {
         current: ActiveSet,
@@ -44,6 +66,9 @@ pub enum Body {
         current: ActiveSet,
         ballot: Ballot,
         members: Vec<ProcessId>,
+        /// The value is an earlier vote Paxos must carry through, not the
+        /// proposer's own choice.
+        carried: bool,
     },
     Accepted {
         epoch: u64,
@@ -54,9 +79,62 @@ pub enum Body {
         promised: Ballot,
     },
     Decided {
-        view: ActiveSet,
+        set: ActiveSet,
     },
     Leaving,
+    /// Which locks do your clients hold? (for `ra status`)
+    WhoHolds {
+        query: u64,
+    },
+    Holding {
+        query: u64,
+        locks: Vec<HeldLock>,
+    },
+    /// A spectator asks a seated member to take a lock for one of the
+    /// spectator's clients (its `ticket`), and to hold it until released.
+    ProxyAcquire {
+        lock: LockName,
+        ticket: u64,
+        try_only: bool,
+    },
+    /// The spectator's client is done with its ticket (or gave up waiting).
+    ProxyRelease {
+        lock: LockName,
+        ticket: u64,
+    },
+    /// What became of a spectator's ticket at the member serving it.
+    ProxyNews {
+        lock: LockName,
+        ticket: u64,
+        news: ProxyNews,
+    },
+}
+
+/// A member's news of a ticket it serves for a spectator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyNews {
+    /// The member entered the critical section for the ticket.
+    Granted { fence: Fence },
+    /// Still held for the ticket (a heartbeat: the spectator gives up
+    /// counting on the lock when these stop).
+    Held,
+    /// The member lost the lock it held for the ticket.
+    Lost,
+    /// A try, and the lock was not free.
+    NotFree,
+    /// The member cannot serve it (it has no seat, or is leaving): ask
+    /// another member.
+    AskElsewhere,
+    /// The member serves as many tickets of this spectator as it will.
+    TooMany,
+}
+
+/// A lock a node's client holds, as `ra status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldLock {
+    pub lock: LockName,
+    pub fence: Fence,
+    pub held: Duration,
 }
 
 impl Body {
@@ -65,7 +143,8 @@ impl Body {
         match self {
             Body::Request { .. } => "request",
             Body::Reply { .. } => "reply",
-            Body::NewerView { .. } => "newer_view",
+            Body::Busy { .. } => "busy",
+            Body::NewerSet { .. } => "newer_set",
             Body::Prepare { .. } => "prepare",
             Body::Promise { .. } => "promise",
             Body::Accept { .. } => "accept",
@@ -73,11 +152,19 @@ impl Body {
             Body::Nack { .. } => "nack",
             Body::Decided { .. } => "decided",
             Body::Leaving => "leaving",
+            Body::WhoHolds { .. } => "who_holds",
+            Body::Holding { .. } => "holding",
+            Body::ProxyAcquire { .. } => "proxy_acquire",
+            Body::ProxyRelease { .. } => "proxy_release",
+            Body::ProxyNews { .. } => "proxy_news",
         }
     }
 
     /// Messages of the mutual exclusion itself (the ones Ricart and Agrawala count).
     pub fn is_mutex_traffic(&self) -> bool {
-        matches!(self, Body::Request { .. } | Body::Reply { .. })
+        matches!(
+            self,
+            Body::Request { .. } | Body::Reply { .. } | Body::Busy { .. }
+        )
     }
 }

@@ -1,9 +1,10 @@
-//! The protocol core, free of I/O: identities, the Lamport clock, the active set
-//! and its Paxos reconfiguration, and Ricart–Agrawala.
+//! The protocol core, free of I/O: identities, the Lamport clock, lock names and
+//! fences, the active set and its Paxos reconfiguration, and Ricart–Agrawala.
 
 pub mod active_set;
 pub mod clock;
 pub mod ids;
+pub mod lock;
 pub mod message;
-pub mod mutex;
-pub mod reconfig;
+pub mod paxos;
+pub mod ricart_agrawala;

@@ -1,197 +1,561 @@
-//! Node events as log lines: a sentence for people, and (with `--log-format
-//! json`) named fields for tools such as `ra trace`.
+//! Events as log lines: a short sentence for people (`--log-format text`), or
+//! one typed record per line (`--log-format json`, [`LogRecord`]) for tools.
+//!
+//! Every line goes through `tracing`, so the level filter (`--log-level`, `-v`,
+//! `-q`, or `RUST_LOG`) applies to ra's own events and to the diagnostics of the
+//! libraries alike; a library's line becomes a [`Event::Note`] record in JSON.
+//! This file is long because it phrases every event: one match, one job.
 
+use std::fmt::Write as _;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use tracing::Level;
+use tracing::{Level, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
 
-use crate::cli::LogFormat;
-use crate::event::{Event, ViewSource};
-use crate::protocol::active_set::display_list;
+use crate::config::{LogFormat, LogLevel};
+use crate::event::{
+    AbandonReason, DropReason, DroppedWhat, Event, FailureCause, GoneEvidence, LogRecord,
+    LossReason, RefusedReason, SetSource, WithdrawReason,
+};
 use crate::protocol::ids::ProcessId;
-use crate::protocol::mutex::{Decision, DeferReason, StaleReason};
+use crate::protocol::ricart_agrawala::{Decision, DeferReason, StaleReason};
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
 /// Logs go to stderr; stdout carries the critical section's own output and the
 /// answers to `status`.
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,foca=warn,h2=warn,tower=warn,hyper=warn"));
-    let builder = tracing_subscriber::fmt()
+pub fn init(format: LogFormat, level: LogLevel) {
+    let _ = FORMAT.set(format);
+    let default = format!(
+        "{},foca=warn,h2=warn,tower=warn,hyper=warn,tonic=warn",
+        level.as_filter()
+    );
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder
-            .with_target(false)
-            // The sentence says it all; the fields are for the JSON format.
-            .fmt_fields(format::debug_fn(|writer, field, value| {
-                if field.name() == "message" {
-                    write!(writer, "{value:?}")
-                } else {
-                    Ok(())
-                }
-            }))
-            .init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init(),
+        .event_format(Lines {
+            json: format == LogFormat::Json,
+        })
+        .try_init();
+}
+
+fn json() -> bool {
+    FORMAT.get() == Some(&LogFormat::Json)
+}
+
+/// The level each event is logged at.
+pub fn level_of(event: &Event) -> Level {
+    match event {
+        Event::EpochsExhausted { .. } | Event::FenceSpaceExhausted { .. } => Level::ERROR,
+        Event::StillAlone { .. }
+        | Event::Alone
+        | Event::MemberFailed { .. }
+        | Event::ProcessGone { .. }
+        | Event::Rejoined { .. }
+        | Event::ClusterMerged { .. }
+        | Event::Dropped { .. }
+        | Event::DropsSummarised { .. }
+        | Event::LeaveTimedOut
+        | Event::Lost { .. }
+        | Event::Paused { .. }
+        | Event::MaxActiveMismatch { .. }
+        | Event::HoldOutlastsDetection { .. }
+        | Event::KeysNotReloaded { .. }
+        | Event::RefusedByPeer { .. }
+        | Event::ReplyExpired { .. } => Level::WARN,
+        Event::ProposalStarted { .. }
+        | Event::ProposalAbandoned { .. }
+        | Event::MemberRenamed { .. }
+        | Event::ReplyIgnored { .. }
+        | Event::Note { .. } => Level::DEBUG,
+        _ => Level::INFO,
     }
 }
 
-/// One event, ready to log.
-#[derive(Default)]
-pub struct Line {
-    pub level: Option<Level>,
-    pub kind: &'static str,
-    pub message: String,
-    pub peer: Option<String>,
-    pub request_id: Option<u64>,
-    pub ts: Option<u64>,
-    pub own_ts: Option<u64>,
-    pub epoch: Option<u64>,
-    pub fence: Option<u64>,
-    pub lamport: Option<u64>,
-    pub deferred: Option<bool>,
-    pub remaining: Option<u64>,
-    pub members: Option<String>,
-    pub waited_ms: Option<f64>,
-    pub dropped: Option<u64>,
+macro_rules! at_level {
+    ($level:expr, $line:expr) => {
+        match $level {
+            Level::ERROR => tracing::error!(target: "ra", line = %$line),
+            Level::WARN => tracing::warn!(target: "ra", line = %$line),
+            Level::INFO => tracing::info!(target: "ra", line = %$line),
+            Level::DEBUG => tracing::debug!(target: "ra", line = %$line),
+            _ => tracing::trace!(target: "ra", line = %$line),
+        }
+    };
 }
+
+fn enabled(level: Level) -> bool {
+    match level {
+        Level::ERROR => tracing::enabled!(target: "ra", Level::ERROR),
+        Level::WARN => tracing::enabled!(target: "ra", Level::WARN),
+        Level::INFO => tracing::enabled!(target: "ra", Level::INFO),
+        Level::DEBUG => tracing::enabled!(target: "ra", Level::DEBUG),
+        _ => tracing::enabled!(target: "ra", Level::TRACE),
+    }
+}
+
+/// Drops of one kind shown in full per window; the rest are counted.
+const DROPS_SHOWN: u32 = 5;
+const DROP_WINDOW: Duration = Duration::from_secs(10);
+
+/// Rate limit for dropped input: a flood of bad datagrams must not become a
+/// flood of log lines (that would be a denial of service of its own).
+#[derive(Default)]
+struct DropLimiter {
+    window_start: Option<std::time::Instant>,
+    by_what: std::collections::BTreeMap<DroppedWhat, DropCount>,
+}
+
+#[derive(Default)]
+struct DropCount {
+    shown: u32,
+    suppressed: u64,
+    reasons: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl DropLimiter {
+    /// Whether to log this drop in full; counts it otherwise.
+    fn admit(&mut self, what: DroppedWhat, reason: &'static str) -> bool {
+        let count = self.by_what.entry(what).or_default();
+        self.window_start
+            .get_or_insert_with(std::time::Instant::now);
+        if count.shown < DROPS_SHOWN {
+            count.shown += 1;
+            return true;
+        }
+        count.suppressed += 1;
+        *count.reasons.entry(reason).or_default() += 1;
+        false
+    }
+
+    /// At the end of a window: one summary per kind of input with drops not shown.
+    fn summaries(&mut self, force: bool) -> Vec<Event> {
+        let Some(start) = self.window_start else {
+            return Vec::new();
+        };
+        let over = start.elapsed();
+        if over < DROP_WINDOW && !force {
+            return Vec::new();
+        }
+        self.window_start = None;
+        std::mem::take(&mut self.by_what)
+            .into_iter()
+            .filter(|(_, count)| count.suppressed > 0)
+            .map(|(what, count)| Event::DropsSummarised {
+                what,
+                count: count.suppressed,
+                over,
+                reasons: count
+                    .reasons
+                    .into_iter()
+                    .map(|(reason, n)| (reason.to_string(), n))
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+static DROPS: std::sync::Mutex<Option<DropLimiter>> = std::sync::Mutex::new(None);
+
+/// Log the summaries of drops not shown, once their window is over (the shell
+/// calls this every second).
+pub fn flush_drops(me: ProcessId) {
+    let summaries = match DROPS.lock() {
+        Ok(mut limiter) => limiter
+            .get_or_insert_with(Default::default)
+            .summaries(false),
+        Err(_) => return,
+    };
+    for summary in summaries {
+        write(me, &summary);
+    }
+}
+
+/// Log one event of node `me`.
+pub fn emit(me: ProcessId, event: &Event) {
+    if let Event::Dropped { what, why, .. } = event {
+        let shown = match DROPS.lock() {
+            Ok(mut limiter) => limiter
+                .get_or_insert_with(Default::default)
+                .admit(*what, why.kind()),
+            Err(_) => true,
+        };
+        if !shown {
+            return;
+        }
+    }
+    write(me, event);
+}
+
+fn write(me: ProcessId, event: &Event) {
+    let level = level_of(event);
+    if !enabled(level) {
+        return;
+    }
+    let message = sentence(me, event);
+    let line = if json() {
+        let record = LogRecord {
+            time: jiff::Timestamp::now(),
+            level: level.to_string(),
+            node: Some(me),
+            event: event.clone(),
+            message,
+        };
+        match serde_json::to_string(&record) {
+            Ok(line) => line,
+            Err(e) => format!("{{\"event\":\"note\",\"message\":\"unencodable event: {e}\"}}"),
+        }
+    } else {
+        text_line(level, &message)
+    };
+    at_level!(level, line);
+}
+
+fn text_line(level: Level, message: &str) -> String {
+    let now = jiff::Timestamp::now();
+    let of_day = now.as_second().rem_euclid(86_400);
+    let (h, m, s) = (of_day / 3600, of_day / 60 % 60, of_day % 60);
+    let level = match level {
+        Level::INFO => "",
+        Level::WARN => "WARN ",
+        Level::ERROR => "ERROR ",
+        Level::DEBUG => "debug ",
+        _ => "trace ",
+    };
+    format!(
+        "{h:02}:{m:02}:{s:02}.{:03} {level}{message}",
+        now.subsec_millisecond()
+    )
+}
+
+/// Prints ra's own lines as they are, and phrases any other `tracing` event
+/// (a library's, or the shell's plain diagnostics) the same way.
+struct Lines {
+    json: bool,
+}
+
+#[derive(Default)]
+struct Fields {
+    line: Option<String>,
+    message: String,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "line" => self.line = Some(format!("{value:?}")),
+            "message" => {
+                let _ = write!(self.message, "{value:?}");
+            }
+            name => {
+                let _ = write!(self.message, " {name}={value:?}");
+            }
+        }
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "line" => self.line = Some(value.to_string()),
+            "message" => self.message.push_str(value),
+            name => {
+                let _ = write!(self.message, " {name}={value}");
+            }
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for Lines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if let Some(line) = fields.line {
+            return writeln!(writer, "{line}");
+        }
+        let level = *event.metadata().level();
+        let message = format!("{}: {}", event.metadata().target(), fields.message);
+        if self.json {
+            let record = LogRecord {
+                time: jiff::Timestamp::now(),
+                level: level.to_string(),
+                node: None,
+                event: Event::Note {
+                    message: message.clone(),
+                },
+                message,
+            };
+            let line = serde_json::to_string(&record).map_err(|_| std::fmt::Error)?;
+            writeln!(writer, "{line}")
+        } else {
+            writeln!(writer, "{}", text_line(level, &message))
+        }
+    }
+}
+
+// ---- sentences -------------------------------------------------------------
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn list(processes: &[ProcessId]) -> String {
-    display_list(processes)
+/// A peer as this node's lines name it: `:PORT` when it shares our host, the
+/// whole address otherwise, so three terminals side by side stay readable.
+struct Short<'a> {
+    me: ProcessId,
+    other: &'a ProcessId,
 }
 
-fn stale_reason(reason: StaleReason) -> &'static str {
-    match reason {
-        StaleReason::NotWaiting => "no request is waiting",
+impl std::fmt::Display for Short<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.other.addr.ip() == self.me.addr.ip() {
+            write!(f, ":{}", self.other.addr.port())
+        } else {
+            write!(f, "{}", self.other.addr)
+        }
+    }
+}
+
+fn list(me: ProcessId, processes: &[ProcessId]) -> String {
+    let names: Vec<String> = processes
+        .iter()
+        .map(|p| Short { me, other: p }.to_string())
+        .collect();
+    format!("[{}]", names.join(", "))
+}
+
+fn stale_reason(why: StaleReason) -> &'static str {
+    match why {
+        StaleReason::NotWaiting => "no request of that lock is waiting",
         StaleReason::OtherRequest => "it answers an earlier request",
         StaleReason::OtherEpoch => "it was given under another active set",
+        StaleReason::OtherAttempt => "it answers an earlier sending of the request",
         StaleReason::NotOwed => "that member had already replied",
     }
 }
 
-/// The sentence and fields for an event of the node `me`.
-pub fn describe(me: ProcessId, event: &Event) -> Line {
-    let info = Some(Level::INFO);
+pub fn loss_reason(why: LossReason) -> &'static str {
+    match why {
+        LossReason::Evicted => "the active set was decided without this node",
+        LossReason::QuorumLost => {
+            "a quorum of the active set was declared down: this node may be the one cut off"
+        }
+        LossReason::Paused => {
+            "this process was stopped for longer than failure detection: the cluster may have moved on"
+        }
+        LossReason::NodeLeaving => "the node is leaving the cluster",
+        LossReason::ProxyLost => "the member holding it for this spectator lost it",
+        LossReason::ProxySilent => {
+            "the member holding it for this spectator fell silent: it may have let go"
+        }
+    }
+}
+
+pub fn withdraw_reason(why: WithdrawReason) -> &'static str {
+    match why {
+        WithdrawReason::TicketCancelled => "its ticket was cancelled",
+        WithdrawReason::Busy => "it was a try, and the lock is taken",
+        WithdrawReason::LostSeat => "this node lost its seat",
+        WithdrawReason::ClusterMerged => "its cluster merged into an older one",
+        WithdrawReason::NodeLeaving => "this node is leaving",
+    }
+}
+
+pub fn drop_reason(why: &DropReason) -> String {
+    match why {
+        DropReason::AddressedToEarlierProcess { to } => {
+            format!("addressed to {to:?}, an earlier process at this address")
+        }
+        DropReason::SentByRestartedProcess => "sent by a process that has since restarted".into(),
+        DropReason::ClockTooFarAhead { seen, own } => format!(
+            "its Lamport clock {seen} is implausibly far ahead of ours ({own}); merging it could exhaust the clock"
+        ),
+        DropReason::EpochOutOfRange { seen, own } => {
+            format!("it names epoch {seen}, implausibly far ahead of ours ({own})")
+        }
+        DropReason::NotBothMembers { epoch } => {
+            format!("sender and receiver are not both members of epoch {epoch}")
+        }
+        DropReason::Malformed { detail } => format!("malformed: {detail}"),
+        DropReason::NodeLeaving => "this node is leaving".into(),
+        DropReason::ImplausibleAddress { addr } => format!(
+            "it names {addr}, an address this cluster would never use (another family or scope)"
+        ),
+        DropReason::ForgedSender { peer } => {
+            format!("its sender is not {peer}, the authenticated peer of its stream")
+        }
+        DropReason::NotAuthenticated { detail } => format!("not authenticated: {detail}"),
+        DropReason::Overloaded => "the node's inbox is full".into(),
+    }
+}
+
+fn what(what: DroppedWhat) -> &'static str {
+    match what {
+        DroppedWhat::Datagram => "datagram",
+        DroppedWhat::Message => "message",
+        DroppedWhat::Stream => "stream",
+        DroppedWhat::Ticket => "ticket",
+    }
+}
+
+/// The sentence for an event of the node `me`.
+pub fn sentence(me: ProcessId, event: &Event) -> String {
+    let p = |other: &ProcessId| Short { me, other }.to_string();
+    let l = |processes: &[ProcessId]| list(me, processes);
     match event {
-        Event::Started { seeds, found_in, .. } => Line {
-            level: info,
-            kind: "started",
-            message: match found_in {
-                Some(after) => format!(
-                    "node {me} started without --join: it founds a new cluster in {:.1}s unless an existing cluster reaches this address first",
-                    after.as_secs_f64()
-                ),
-                None => format!(
-                    "node {me} started; joining through {}",
-                    seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
-                ),
-            },
-            ..Line::default()
-        },
-        Event::StillAlone { seeds, waited } => Line {
-            level: Some(Level::WARN),
-            kind: "still_alone",
-            message: format!(
-                "no member has answered for {:.0}s; still announcing to {} (is a seed running and reachable?)",
-                waited.as_secs_f64(),
-                seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        Event::Listening {
+            node,
+            bind,
+            api,
+            authenticated,
+            tls,
+            data_dir,
+        } => {
+            let mut s = format!("node {} listening on {bind}", node.addr);
+            if bind.ip().is_unspecified() {
+                s.push_str(" (all interfaces; peers use the advertised address, set --advertise if other hosts must reach it)");
+            }
+            match api {
+                Some(path) => {
+                    let _ = write!(s, "; client API on {}", path.display());
+                }
+                None => s.push_str("; no client API"),
+            }
+            s.push_str(if *authenticated {
+                "; peers authenticated with the cluster key"
+            } else {
+                "; unauthenticated: anyone who reaches this port can take part (see --cluster-key)"
+            });
+            if *tls {
+                s.push_str(", gRPC over TLS");
+            }
+            match data_dir {
+                Some(dir) => {
+                    let _ = write!(s, "; state kept in {}", dir.display());
+                }
+                None => {
+                    s.push_str("; no --data-dir: fences start over if the whole cluster restarts")
+                }
+            }
+            s
+        }
+        Event::HoldOutlastsDetection { hold, detection } => format!(
+            "the critical section is held {:.0} ms, longer than failure detection (about {:.0} ms): if this node is cut off while holding it, the others may enter before it exits; check fences in the resource you protect",
+            ms(*hold),
+            ms(*detection)
+        ),
+        Event::DropsSummarised {
+            what: kind,
+            count,
+            over,
+            reasons,
+        } => {
+            let reasons: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            format!(
+                "dropped {count} more {}s in the last {:.0} s, not logged one by one ({})",
+                what(*kind),
+                over.as_secs_f64(),
+                reasons.join(", ")
+            )
+        }
+        Event::Note { message } => message.clone(),
+        Event::RefusedByPeer { peer, why } => {
+            format!("{peer} cannot open this node's datagrams: {why}")
+        }
+        Event::KeysReloaded { sealing, accepting } => format!(
+            "cluster key file re-read: sealing with key {sealing}, accepting {}",
+            accepting.join(", ")
+        ),
+        Event::KeysNotReloaded { error } => {
+            format!("cluster key file not re-read, the keys in use stay: {error}")
+        }
+        Event::Started {
+            seeds, found_in, ..
+        } => match found_in {
+            Some(after) => format!(
+                "started without --join: founding a new cluster in {:.1}s unless an existing cluster reaches this address first",
+                after.as_secs_f64()
             ),
-            ..Line::default()
-        },
-        Event::Connected => Line {
-            level: info,
-            kind: "connected",
-            message: "connected: membership gossip is flowing".into(),
-            ..Line::default()
-        },
-        Event::Alone => Line {
-            level: Some(Level::WARN),
-            kind: "alone",
-            message: "no live member left in view: announcing to known addresses until one answers".into(),
-            ..Line::default()
-        },
-        Event::MemberJoined { member } => Line {
-            level: info,
-            kind: "member_joined",
-            message: format!("member {member} JOINED"),
-            peer: Some(member.to_string()),
-            ..Line::default()
-        },
-        Event::MemberLeft { member } => Line {
-            level: info,
-            kind: "member_left",
-            message: format!("member {member} LEFT (graceful)"),
-            peer: Some(member.to_string()),
-            ..Line::default()
-        },
-        Event::MemberFailed { member } => Line {
-            level: Some(Level::WARN),
-            kind: "member_failed",
-            message: format!("member {member} FAILED (stopped answering probes)"),
-            peer: Some(member.to_string()),
-            ..Line::default()
-        },
-        Event::MemberRestarted { member, .. } => Line {
-            level: info,
-            kind: "member_restarted",
-            message: format!(
-                "member {member} RESTARTED: its previous process is gone (killed or crashed) and a new one took the address"
+            None => format!(
+                "started; joining through {}",
+                seeds
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            peer: Some(member.to_string()),
-            ..Line::default()
         },
-        Event::MemberBack { member } => Line {
-            level: info,
-            kind: "member_back",
-            message: format!("member {member} is BACK: it was declared failed but is alive (a pause or a partition)"),
-            peer: Some(member.to_string()),
-            ..Line::default()
+        Event::StillAlone { seeds, waited } => format!(
+            "no member has answered for {:.0}s; still announcing to {} (is a seed running and reachable?)",
+            waited.as_secs_f64(),
+            seeds
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Event::Connected => "connected: membership gossip is flowing".into(),
+        Event::Alone => {
+            "no live member left in view: announcing to known addresses until one answers".into()
+        }
+        Event::MemberJoined { member } => format!("member {} JOINED", p(member)),
+        Event::MemberLeft { member } => format!("member {} LEFT (graceful)", p(member)),
+        Event::MemberFailed { member, cause } => match cause {
+            FailureCause::Unresponsive => {
+                format!("member {} FAILED (stopped answering probes)", p(member))
+            }
+            FailureCause::ProcessGone => {
+                format!("member {} FAILED: the process is gone", p(member))
+            }
         },
-        Event::MemberRenamed { member, bump } => Line {
-            level: Some(Level::DEBUG),
-            kind: "member_renamed",
-            message: format!("member {member} renewed its identity (#{bump}) after a suspicion"),
-            peer: Some(member.to_string()),
-            ..Line::default()
-        },
-        Event::Rejoined { bump } => Line {
-            level: Some(Level::WARN),
-            kind: "rejoined",
-            message: format!(
-                "the cluster declared this node failed (a pause or a partition); rejoining under renewed identity #{bump}"
+        Event::ProcessGone { member, evidence } => match evidence {
+            GoneEvidence::ConnectionRefused => format!(
+                "member {}: connection refused, the process is gone",
+                p(member)
             ),
-            ..Line::default()
+            GoneEvidence::Restarted { now } => format!(
+                "member {}: a new process answers at its address (incarnation {}), the old one is gone",
+                p(member),
+                now.incarnation
+            ),
         },
-        Event::PeerLeaving { member } => Line {
-            level: info,
-            kind: "member_leaving",
-            message: format!("member {member} announced it is leaving"),
-            peer: Some(member.to_string()),
-            ..Line::default()
-        },
-        Event::Founded { .. } => Line {
-            level: info,
-            kind: "founded",
-            message: "no existing cluster answered: founded a new cluster".into(),
-            ..Line::default()
-        },
-        Event::ViewInstalled {
+        Event::MemberRestarted { member, .. } => format!(
+            "member {} RESTARTED: its previous process is gone and a new one took the address",
+            p(member)
+        ),
+        Event::MemberBack { member } => format!(
+            "member {} is BACK: declared failed, but alive (a pause or a partition)",
+            p(member)
+        ),
+        Event::MemberRenamed { member, bump } => format!(
+            "member {} renewed its identity (#{bump}) after a suspicion",
+            p(member)
+        ),
+        Event::Rejoined { bump } => format!(
+            "the cluster declared this node failed (a pause or a partition); rejoining as identity #{bump}"
+        ),
+        Event::PeerLeaving { member } => format!("member {} announced it is leaving", p(member)),
+        Event::Founded { .. } => "no existing cluster answered: founded a new cluster".into(),
+        Event::ActiveSetInstalled {
             epoch,
             members,
             added,
             removed,
             source,
             seated,
+            ..
         } => {
             // A process restarted on the same address shows as one change, not as
             // the same address added and removed.
@@ -202,353 +566,482 @@ pub fn describe(me: ProcessId, event: &Event) -> Line {
                 .collect();
             let only = |list: &[ProcessId]| -> Vec<ProcessId> {
                 list.iter()
-                    .filter(|p| !restarted.iter().any(|r| r.addr == p.addr))
+                    .filter(|x| !restarted.iter().any(|r| r.addr == x.addr))
                     .copied()
                     .collect()
             };
             let (added, removed) = (only(added), only(removed));
-            let mut changes = Vec::new();
+            let mut changes = String::new();
             // The first set a node learns is all new to it: no diff to show.
             if !added.is_empty() && added.len() < members.len() {
-                changes.push(format!("+{}", self::list(&added)));
+                let _ = write!(changes, " +{}", l(&added));
             }
             if !removed.is_empty() {
-                changes.push(format!("-{}", self::list(&removed)));
+                let _ = write!(changes, " -{}", l(&removed));
             }
             if !restarted.is_empty() {
-                changes.push(format!("restarted {}", self::list(&restarted)));
+                let _ = write!(changes, " restarted {}", l(&restarted));
             }
             let how = match source {
-                ViewSource::Founded => "founded",
-                ViewSource::Decided => "decided here",
-                ViewSource::Message | ViewSource::Gossip => "learned",
+                SetSource::Founded => "founded",
+                SetSource::Decided => "decided here",
+                SetSource::Message | SetSource::Gossip => "learned",
             };
-            Line {
-                level: info,
-                kind: "active_set",
-                message: format!(
-                    "ACTIVE SET epoch {epoch}: {}{} ({how}); this node is {}",
-                    list(members),
-                    changes.iter().map(|c| format!(" {c}")).collect::<String>(),
-                    if *seated { "active" } else { "a spectator" }
-                ),
-                epoch: Some(*epoch),
-                members: Some(list(members)),
-                ..Line::default()
+            format!(
+                "ACTIVE SET epoch {epoch}: {}{changes} ({how}); this node is {}",
+                l(members),
+                if *seated { "active" } else { "a spectator" }
+            )
+        }
+        Event::ClusterMerged { joined, .. } => format!(
+            "met an older cluster (founded by {}): leaving this one to join it",
+            p(joined)
+        ),
+        Event::ProposalStarted {
+            epoch,
+            round,
+            members,
+        } => format!(
+            "proposing active set {} for epoch {epoch} (round {round})",
+            l(members)
+        ),
+        Event::ProposalAbandoned { epoch, round, why } => format!(
+            "proposal for epoch {epoch} (round {round}) abandoned: {}",
+            match why {
+                AbandonReason::NoQuorumInTime => "no quorum answered in time",
+                AbandonReason::OutvotedByHigherBallot => "an acceptor promised a higher ballot",
+                AbandonReason::MemberBack => "a member it would remove is back",
+            }
+        ),
+        Event::MaxActiveMismatch {
+            configured,
+            cluster,
+        } => format!(
+            "--max-active {configured} ignored: the cluster was founded with {cluster}, which every member uses"
+        ),
+        Event::EpochsExhausted { epoch } => format!(
+            "epoch {epoch} is the last a fencing token can carry: the active set cannot change any more; restart the cluster with a data directory"
+        ),
+        Event::Asked {
+            lock,
+            ticket,
+            waiting,
+            try_only,
+        } => {
+            let how = if *try_only { "tried" } else { "asked for" };
+            if *waiting > 1 {
+                format!("lock {lock} {how} (ticket {ticket}; {waiting} waiting here)")
+            } else {
+                format!("lock {lock} {how} (ticket {ticket})")
             }
         }
-        Event::ClusterMerged { abandoned, joined } => Line {
-            level: Some(Level::WARN),
-            kind: "cluster_merged",
-            message: format!(
-                "met an older cluster (founded by {joined}): this node leaves the cluster founded by {abandoned} and joins it"
-            ),
-            ..Line::default()
-        },
-        Event::ProposalStarted { epoch, round, members } => Line {
-            level: Some(Level::DEBUG),
-            kind: "proposal",
-            message: format!("proposing active set {} for epoch {epoch} (round {round})", list(members)),
-            epoch: Some(*epoch),
-            ..Line::default()
-        },
-        Event::ProposalAbandoned { epoch, round, reason } => Line {
-            level: Some(Level::DEBUG),
-            kind: "proposal_abandoned",
-            message: format!("proposal for epoch {epoch} (round {round}) abandoned: {reason}"),
-            epoch: Some(*epoch),
-            ..Line::default()
-        },
-        Event::RequestQueued { queued } => Line {
-            level: info,
-            kind: "asked",
-            message: format!("critical section asked for ({queued} outstanding)"),
-            ..Line::default()
-        },
-        Event::WaitingForSeat { position, spectators } => Line {
-            level: info,
-            kind: "waiting_for_seat",
-            message: if *position == 0 {
+        Event::WaitingForSeat {
+            position,
+            spectators,
+        } => {
+            if *position == 0 {
                 "waiting: not in a cluster yet".to_string()
             } else {
                 format!(
-                    "waiting for a seat in the active set: spectator {position} of {spectators} in line; a seat frees when an active member leaves or fails"
+                    "waiting for a seat in the active set: spectator {position} of {spectators} in line"
                 )
-            },
-            ..Line::default()
-        },
-        Event::RequestIssued {
-            request_id,
-            timestamp,
-            epoch,
-            awaiting,
-        } => Line {
-            level: info,
-            kind: "request",
-            message: if awaiting.is_empty() {
-                format!("REQUEST #{request_id} ts={timestamp} (epoch {epoch}): alone in the active set, no one to ask")
-            } else {
-                format!(
-                    "REQUEST #{request_id} ts={timestamp} (epoch {epoch}): asking {}",
-                    list(awaiting)
-                )
-            },
-            request_id: Some(*request_id),
-            ts: Some(*timestamp),
-            epoch: Some(*epoch),
-            members: Some(list(awaiting)),
-            ..Line::default()
-        },
-        Event::RequestSent {
-            to,
-            request_id,
-            timestamp,
-            epoch,
-        } => Line {
-            level: info,
-            kind: "request_sent",
-            message: format!("  REQUEST #{request_id} ts={timestamp} -> {to}"),
-            peer: Some(to.to_string()),
-            request_id: Some(*request_id),
-            ts: Some(*timestamp),
-            epoch: Some(*epoch),
-            ..Line::default()
-        },
-        Event::RequestReceived {
-            from,
-            request_id,
-            timestamp,
-            epoch,
-            own_timestamp,
-            verdict,
-        } => {
-            let why = match (verdict, own_timestamp) {
-                (Decision::Defer(DeferReason::InCriticalSection), _) => {
-                    "DEFER: this node is in the critical section".to_string()
-                }
-                (Decision::Defer(DeferReason::OwnRequestFirst { own_timestamp }), _) => format!(
-                    "DEFER: our request (ts={own_timestamp}, {me}) comes before it (ts={timestamp}, {from})"
-                ),
-                (Decision::Grant, Some(own)) => {
-                    format!("grant: it (ts={timestamp}, {from}) comes before our request (ts={own}, {me})")
-                }
-                (Decision::Grant, None) => "grant: this node is not asking".to_string(),
-            };
-            Line {
-                level: info,
-                kind: "request_received",
-                message: format!("REQUEST #{request_id} ts={timestamp} <- {from}: {why}"),
-                peer: Some(from.to_string()),
-                request_id: Some(*request_id),
-                ts: Some(*timestamp),
-                own_ts: *own_timestamp,
-                epoch: Some(*epoch),
-                deferred: Some(matches!(verdict, Decision::Defer(_))),
-                ..Line::default()
             }
         }
+        Event::RequestIssued {
+            lock,
+            request_id,
+            timestamp,
+            epoch,
+            awaiting,
+        } => {
+            if awaiting.is_empty() {
+                format!(
+                    "{lock}: REQUEST #{request_id} ts={timestamp} (epoch {epoch}): alone in the active set"
+                )
+            } else {
+                format!(
+                    "{lock}: REQUEST #{request_id} ts={timestamp} (epoch {epoch}): asking {}",
+                    l(awaiting)
+                )
+            }
+        }
+        Event::RequestSent {
+            lock,
+            to,
+            request_id,
+            attempt,
+            timestamp,
+            ..
+        } => {
+            if *attempt == 0 {
+                format!(
+                    "{lock}:   REQUEST #{request_id} ts={timestamp} -> {}",
+                    p(to)
+                )
+            } else {
+                format!(
+                    "{lock}:   REQUEST #{request_id} ts={timestamp} -> {} (attempt {attempt})",
+                    p(to)
+                )
+            }
+        }
+        Event::RequestReceived {
+            lock,
+            from,
+            request_id,
+            timestamp,
+            own_timestamp,
+            decision,
+            ..
+        } => {
+            let me_short = format!(":{}", me.addr.port());
+            let why = match (decision, own_timestamp) {
+                (Decision::Defer(DeferReason::InCriticalSection), _) => {
+                    "DEFER: this node holds it".to_string()
+                }
+                (Decision::Defer(DeferReason::OwnRequestFirst { own_timestamp }), _) => format!(
+                    "DEFER: ours (ts={own_timestamp}, {me_short}) comes before it (ts={timestamp}, {})",
+                    p(from)
+                ),
+                (Decision::Defer(DeferReason::EvictionPending), _) => {
+                    "DEFER: this node voted to remove it from the active set".to_string()
+                }
+                (Decision::Grant, Some(own)) => format!(
+                    "grant: it (ts={timestamp}, {}) comes before ours (ts={own}, {me_short})",
+                    p(from)
+                ),
+                (Decision::Grant, None) => "grant: not asking".to_string(),
+            };
+            format!(
+                "{lock}: REQUEST #{request_id} ts={timestamp} <- {}: {why}",
+                p(from)
+            )
+        }
         Event::ReplySent {
+            lock,
+            to,
+            request_id,
+            deferred,
+            ..
+        } => {
+            if *deferred {
+                format!(
+                    "{lock}:   REPLY #{request_id} -> {} (deferred until now)",
+                    p(to)
+                )
+            } else {
+                format!("{lock}:   REPLY #{request_id} -> {}", p(to))
+            }
+        }
+        Event::ReplyReceived {
+            lock,
+            from,
+            request_id,
+            remaining,
+            ..
+        } => {
+            if *remaining == 0 {
+                format!("{lock}: REPLY #{request_id} <- {}: all replied", p(from))
+            } else {
+                format!(
+                    "{lock}: REPLY #{request_id} <- {}: {remaining} still to reply",
+                    p(from)
+                )
+            }
+        }
+        Event::ReplyIgnored {
+            lock,
+            from,
+            request_id,
+            epoch,
+            why,
+        } => format!(
+            "{lock}: ignored a reply from {} for #{request_id} (epoch {epoch}): {}",
+            p(from),
+            stale_reason(*why)
+        ),
+        Event::ReplyExpired {
+            lock,
+            from,
+            request_id,
+        } => format!(
+            "{lock}: the reply from {} for #{request_id} came after its grant lease (it may predate an eviction): asking again",
+            p(from)
+        ),
+        Event::NewerSetSent {
+            lock,
             to,
             request_id,
             epoch,
-            deferred,
-        } => Line {
-            level: info,
-            kind: "reply_sent",
-            message: if *deferred {
-                format!("  REPLY #{request_id} -> {to} (deferred until now)")
-            } else {
-                format!("  REPLY #{request_id} -> {to}")
-            },
-            peer: Some(to.to_string()),
-            request_id: Some(*request_id),
-            epoch: Some(*epoch),
-            deferred: Some(*deferred),
-            ..Line::default()
-        },
-        Event::ReplyReceived {
-            from,
-            request_id,
-            epoch,
-            remaining,
-        } => Line {
-            level: info,
-            kind: "reply_received",
-            message: if *remaining == 0 {
-                format!("REPLY #{request_id} <- {from}: every member has replied")
-            } else {
-                format!("REPLY #{request_id} <- {from}: {remaining} still to reply")
-            },
-            peer: Some(from.to_string()),
-            request_id: Some(*request_id),
-            epoch: Some(*epoch),
-            remaining: Some(*remaining as u64),
-            ..Line::default()
-        },
-        Event::ReplyIgnored {
-            from,
-            request_id,
-            epoch,
-            reason,
-        } => Line {
-            level: Some(Level::DEBUG),
-            kind: "reply_ignored",
-            message: format!(
-                "ignored a reply from {from} for #{request_id} (epoch {epoch}): {}",
-                stale_reason(*reason)
-            ),
-            peer: Some(from.to_string()),
-            request_id: Some(*request_id),
-            epoch: Some(*epoch),
-            ..Line::default()
-        },
-        Event::NewerViewSent { to, request_id, epoch } => Line {
-            level: info,
-            kind: "newer_view_sent",
-            message: format!("  told {to} to ask again: its request #{request_id} named an older active set than epoch {epoch}"),
-            peer: Some(to.to_string()),
-            request_id: Some(*request_id),
-            epoch: Some(*epoch),
-            ..Line::default()
-        },
+        } => format!(
+            "{lock}:   told {} to ask again: its request #{request_id} named an older active set than epoch {epoch}",
+            p(to)
+        ),
         Event::Reissued {
+            lock,
             request_id,
             epoch,
             awaiting,
-        } => Line {
-            level: info,
-            kind: "reissued",
-            message: format!(
-                "REQUEST #{request_id} asked again under the new active set (epoch {epoch}): asking {}",
-                list(awaiting)
-            ),
-            request_id: Some(*request_id),
-            epoch: Some(*epoch),
-            members: Some(list(awaiting)),
-            ..Line::default()
-        },
-        Event::Withdrawn { request_id, reason } => Line {
-            level: info,
-            kind: "withdrawn",
-            message: format!("request #{request_id} withdrawn: {reason}"),
-            request_id: Some(*request_id),
-            ..Line::default()
-        },
-        Event::Enter {
+        } => format!(
+            "{lock}: REQUEST #{request_id} asked again under epoch {epoch}: asking {}",
+            l(awaiting)
+        ),
+        Event::Withdrawn {
+            lock,
             request_id,
-            timestamp,
+            why,
+        } => format!(
+            "{lock}: request #{request_id} withdrawn: {}",
+            withdraw_reason(*why)
+        ),
+        Event::Enter {
+            lock,
+            ticket,
             fence,
             lamport,
             waited,
-        } => Line {
-            level: info,
-            kind: "enter",
-            message: format!(
-                "ENTER critical section: request #{request_id} ts={timestamp}, fence {fence}, Lamport {lamport}, waited {:.1} ms",
-                ms(*waited)
-            ),
-            request_id: Some(*request_id),
-            ts: Some(*timestamp),
-            epoch: Some(fence.epoch),
-            fence: Some(fence.token()),
-            lamport: Some(*lamport),
-            waited_ms: Some(ms(*waited)),
-            ..Line::default()
-        },
-        Event::ExitedLate { fence, late_by } => Line {
-            level: Some(Level::WARN),
-            kind: "exited_late",
-            message: format!(
-                "this process was stopped for {:.1}s inside the critical section (fence {fence}): the cluster may have declared it failed and let another node in; a resource that checks fences refuses this one",
-                late_by.as_secs_f64()
-            ),
-            fence: Some(fence.token()),
-            ..Line::default()
-        },
+            ..
+        } => format!(
+            "{lock}: ENTER (ticket {ticket}), fence {fence}, Lamport {lamport}, waited {:.1} ms",
+            ms(*waited)
+        ),
         Event::Exit {
-            request_id,
+            lock,
             fence,
-            lamport,
+            held,
             released,
-        } => Line {
-            level: info,
-            kind: "exit",
-            message: if released.is_empty() {
-                format!("EXIT critical section: fence {fence}")
+            ..
+        } => {
+            if released.is_empty() {
+                format!("{lock}: EXIT fence {fence} after {:.1} ms", ms(*held))
             } else {
-                format!("EXIT critical section: fence {fence}; sending the deferred replies to {}", list(released))
-            },
-            request_id: Some(*request_id),
-            epoch: Some(fence.epoch),
-            fence: Some(fence.token()),
-            lamport: Some(*lamport),
-            members: Some(list(released)),
-            ..Line::default()
+                format!(
+                    "{lock}: EXIT fence {fence} after {:.1} ms; deferred replies to {}",
+                    ms(*held),
+                    l(released)
+                )
+            }
+        }
+        Event::Cancelled { lock, ticket } => {
+            format!("{lock}: ticket {ticket} cancelled while waiting")
+        }
+        Event::Forwarded { lock, ticket, to } => format!(
+            "{lock}: ticket {ticket} FORWARDED to {} (no seat here: a member asks for it)",
+            p(to)
+        ),
+        Event::Serving {
+            lock,
+            ticket,
+            spectator,
+            their_ticket,
+        } => format!(
+            "{lock}: asking for spectator {} (its ticket {their_ticket}) as ticket {ticket}",
+            p(spectator)
+        ),
+        Event::EnterVia {
+            lock,
+            ticket,
+            fence,
+            via,
+            waited,
+        } => format!(
+            "{lock}: ENTER through {} (ticket {ticket}), fence {fence}, waited {:.1} ms",
+            p(via),
+            ms(*waited)
+        ),
+        Event::ExitVia {
+            lock,
+            fence,
+            via,
+            held,
+            ..
+        } => format!(
+            "{lock}: EXIT through {}, fence {fence} after {:.1} ms",
+            p(via),
+            ms(*held)
+        ),
+        Event::Refused { lock, ticket, why } => match why {
+            RefusedReason::NotFree => {
+                format!("{lock}: ticket {ticket} refused: a try, and the lock is taken")
+            }
+            RefusedReason::NodeLeaving => {
+                format!("{lock}: ticket {ticket} refused: the node is leaving")
+            }
+            RefusedReason::TooMany => {
+                format!("{lock}: ticket {ticket} refused: its member serves no more of ours")
+            }
         },
-        Event::Leaving { dropped_requests } => Line {
-            dropped: Some(*dropped_requests as u64),
-            level: info,
-            kind: "leaving",
-            message: if *dropped_requests == 0 {
+        Event::BusySent {
+            lock,
+            to,
+            request_id,
+        } => format!(
+            "{lock}:   BUSY #{request_id} -> {}: a try, which this node would hold back",
+            p(to)
+        ),
+        Event::Lost {
+            lock,
+            ticket,
+            fence,
+            why,
+        } => match fence {
+            Some(fence) => format!(
+                "{lock}: LOCK LOST by ticket {ticket} (fence {fence}): {}; its client must stop",
+                loss_reason(*why)
+            ),
+            None => format!(
+                "{lock}: ticket {ticket} dropped before it got the lock: {}",
+                loss_reason(*why)
+            ),
+        },
+        Event::FenceSpaceExhausted { lock, epoch } => format!(
+            "{lock}: epoch {epoch} handed out every fence it can; waiting for the next epoch"
+        ),
+        Event::Paused {
+            stopped_for,
+            holding,
+        } => {
+            if holding.is_empty() {
+                format!(
+                    "this process was stopped for {:.1} s (SIGSTOP, a frozen VM or a stall)",
+                    stopped_for.as_secs_f64()
+                )
+            } else {
+                let names: Vec<String> = holding.iter().map(|h| h.to_string()).collect();
+                format!(
+                    "this process was stopped for {:.1} s while holding {}: the cluster may have declared it failed and let another node in; a resource that checks fences refuses the stale holder",
+                    stopped_for.as_secs_f64(),
+                    names.join(", ")
+                )
+            }
+        }
+        Event::Leaving { dropped_tickets } => {
+            if *dropped_tickets == 0 {
                 "leaving the cluster: handing over the seat".to_string()
             } else {
-                format!("leaving the cluster: handing over the seat; {dropped_requests} queued requests dropped")
-            },
-            ..Line::default()
-        },
-        Event::LeaveTimedOut => Line {
-            level: Some(Level::WARN),
-            kind: "leave_timed_out",
-            message: "no quorum confirmed the handover in time; leaving anyway (peers will see a failure)".into(),
-            ..Line::default()
-        },
-        Event::Left => Line {
-            level: info,
-            kind: "left",
-            message: "left the cluster".into(),
-            ..Line::default()
-        },
-        Event::Dropped { what, from, reason } => Line {
-            level: Some(Level::WARN),
-            kind: "dropped",
-            message: format!("dropped a {what} from {from}: {reason}"),
-            peer: Some(from.clone()),
-            ..Line::default()
-        },
+                format!(
+                    "leaving the cluster: handing over the seat; {dropped_tickets} waiting tickets dropped"
+                )
+            }
+        }
+        Event::LeaveTimedOut => {
+            "no quorum confirmed the handover in time; leaving anyway (peers will see a failure)"
+                .into()
+        }
+        Event::Left => "left the cluster".into(),
+        Event::Dropped {
+            what: kind,
+            from,
+            why,
+        } => format!(
+            "dropped a {} from {from}: {}",
+            what(*kind),
+            drop_reason(why)
+        ),
     }
 }
 
-macro_rules! emit_at {
-    ($level:expr, $me:expr, $line:expr) => {
-        tracing::event!(
-            target: "ra",
-            $level,
-            node = %$me,
-            event = $line.kind,
-            peer = $line.peer.as_deref(),
-            request_id = $line.request_id,
-            ts = $line.ts,
-            own_ts = $line.own_ts,
-            epoch = $line.epoch,
-            fence = $line.fence,
-            lamport = $line.lamport,
-            deferred = $line.deferred,
-            remaining = $line.remaining,
-            members = $line.members.as_deref(),
-            waited_ms = $line.waited_ms,
-            dropped = $line.dropped,
-            "{}",
-            $line.message
-        )
-    };
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::lock::{Fence, LockName};
 
-pub fn emit(me: ProcessId, event: &Event) {
-    let line = describe(me, event);
-    match line.level {
-        Some(Level::WARN) => emit_at!(Level::WARN, me, line),
-        Some(Level::DEBUG) => emit_at!(Level::DEBUG, me, line),
-        Some(Level::ERROR) => emit_at!(Level::ERROR, me, line),
-        _ => emit_at!(Level::INFO, me, line),
+    #[test]
+    fn a_flood_of_drops_is_a_few_lines_and_a_summary() {
+        let mut limiter = DropLimiter::default();
+        let shown = (0..10_000)
+            .filter(|_| limiter.admit(DroppedWhat::Datagram, "malformed"))
+            .count();
+        assert_eq!(shown, DROPS_SHOWN as usize);
+        assert!(
+            limiter.admit(DroppedWhat::Message, "forged sender"),
+            "counted per kind of input"
+        );
+        let summaries = limiter.summaries(true);
+        assert_eq!(summaries.len(), 1);
+        let Event::DropsSummarised { count, reasons, .. } = &summaries[0] else {
+            panic!("not a summary: {summaries:?}");
+        };
+        assert_eq!(*count, 10_000 - u64::from(DROPS_SHOWN));
+        assert_eq!(reasons, &vec![("malformed".to_string(), *count)]);
+        // A new window shows the first few in full again.
+        assert!(limiter.admit(DroppedWhat::Datagram, "malformed"));
+    }
+
+    fn pid(port: u16) -> ProcessId {
+        ProcessId::new(format!("127.0.0.1:{port}").parse().expect("addr"), 1)
+    }
+
+    #[test]
+    fn lines_name_local_peers_by_port() {
+        let event = Event::RequestSent {
+            lock: LockName::default_lock(),
+            to: pid(7002),
+            request_id: 3,
+            attempt: 0,
+            timestamp: 12,
+            epoch: 2,
+        };
+        assert_eq!(
+            sentence(pid(7001), &event),
+            "default:   REQUEST #3 ts=12 -> :7002"
+        );
+        let remote = ProcessId::new("10.0.0.5:7000".parse().expect("addr"), 1);
+        let event = Event::MemberJoined { member: remote };
+        assert_eq!(sentence(pid(7001), &event), "member 10.0.0.5:7000 JOINED");
+    }
+
+    #[test]
+    fn records_round_trip_through_json() {
+        let events = [
+            Event::Enter {
+                lock: LockName::new("jobs").expect("valid"),
+                ticket: 4,
+                request_id: 9,
+                timestamp: 31,
+                fence: Fence { epoch: 2, seq: 5 },
+                lamport: 40,
+                waited: Duration::from_micros(1500),
+            },
+            Event::Dropped {
+                what: DroppedWhat::Message,
+                from: "127.0.0.1:1".into(),
+                why: DropReason::ClockTooFarAhead { seen: 9, own: 1 },
+            },
+            Event::RequestReceived {
+                lock: LockName::default_lock(),
+                from: pid(7002),
+                request_id: 1,
+                timestamp: 3,
+                epoch: 2,
+                own_timestamp: Some(2),
+                decision: Decision::Defer(DeferReason::OwnRequestFirst { own_timestamp: 2 }),
+            },
+        ];
+        for event in events {
+            let record = LogRecord {
+                time: jiff::Timestamp::UNIX_EPOCH,
+                level: "INFO".into(),
+                node: Some(pid(7001)),
+                message: sentence(pid(7001), &event),
+                event,
+            };
+            let line = serde_json::to_string(&record).expect("serialize");
+            let back: LogRecord = serde_json::from_str(&line).expect(&line);
+            assert_eq!(back, record, "{line}");
+        }
+    }
+
+    #[test]
+    fn text_lines_fit_side_by_side_terminals() {
+        let event = Event::ReplySent {
+            lock: LockName::default_lock(),
+            to: pid(7002),
+            request_id: 17,
+            epoch: 2,
+            deferred: true,
+        };
+        let line = text_line(Level::INFO, &sentence(pid(7001), &event));
+        assert!(line.len() <= 80, "{line} ({} columns)", line.len());
     }
 }

@@ -1,17 +1,21 @@
-//! The tokio shell around the sans-IO [`Node`]: sockets, timers, stdin, signals,
-//! and the critical section. One task owns the node; the others only move bytes
-//! and lines to it over a channel.
+//! The tokio shell around the sans-IO [`Node`]: sockets, timers, clients,
+//! signals. One task owns the node; the others only move bytes, lines and
+//! client requests to it over channels.
 
+pub mod api;
+pub mod client;
+pub mod console;
+pub mod limit;
 pub mod log;
 pub mod transport;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -19,23 +23,17 @@ use tokio::time::Instant;
 use crate::agenda::Agenda;
 use crate::config::NodeConfig;
 use crate::cs::{CriticalSection, unix_us};
-use crate::event::Event;
-use crate::node::{Input, Node, Output, Status, TimerId};
+use crate::event::{DropReason, DroppedWhat, Event, Ticket};
+use crate::membership::seal::{OpenError, Sealer};
+use crate::node::{Input, Node, Output, PROXY_TICKETS, TimerId};
 use crate::protocol::ids::ProcessId;
+use crate::protocol::message::HeldLock;
+use client::{Clients, Control, TicketNews};
 use transport::{Peers, WireStats};
 
-/// What other tasks hand to the node's task.
-// Almost everything is an `Input`: boxing it would cost an allocation per
-// message to save channel space nobody needs.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Inbound {
-    Input(Input),
-    /// Print the node's status on stdout.
-    Status,
-    /// Answer with the node's status (for in-process callers such as `ra bench`).
-    Query(oneshot::Sender<Status>),
-}
+/// What the socket tasks hand to the node's task. Bounded: a flood waits here
+/// rather than growing memory.
+pub type Inbound = Input;
 
 /// An event seen by an in-process observer, with when it happened.
 pub type Observed = (Instant, ProcessId, Event);
@@ -58,7 +56,9 @@ pub struct RunOptions {
 /// A node running in this process.
 pub struct NodeHandle {
     pub me: ProcessId,
-    pub inbox: mpsc::Sender<Inbound>,
+    /// The client API's socket, if served.
+    pub api: Option<std::path::PathBuf>,
+    pub clients: Clients,
     pub stats: Arc<WireStats>,
     pub task: tokio::task::JoinHandle<Result<()>>,
     /// The socket tasks, stopped with the node by `kill`.
@@ -74,20 +74,10 @@ impl NodeHandle {
         }
     }
 
-    pub async fn input(&self, input: Input) -> Result<()> {
-        self.inbox
-            .send(Inbound::Input(input))
-            .await
-            .context("the node has stopped")
-    }
-
-    pub async fn status(&self) -> Result<Status> {
-        let (tx, rx) = oneshot::channel();
-        self.inbox
-            .send(Inbound::Query(tx))
-            .await
-            .context("the node has stopped")?;
-        rx.await.context("the node has stopped")
+    /// The address peers reach this node at (with the real port when it bound
+    /// port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.me.addr
     }
 }
 
@@ -99,73 +89,139 @@ fn random_seed() -> u64 {
     hasher.finish()
 }
 
+/// UDP (SWIM) and TCP (gRPC) on one port, so one address names a node. Port 0
+/// picks a port free for both.
 async fn bind(addr: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
-    let udp = UdpSocket::bind(addr)
-        .await
-        .with_context(|| format!("cannot bind {addr} (UDP, for membership)"))?;
-    let tcp = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot bind {addr} (TCP, for gRPC)"))?;
-    Ok((udp, tcp))
+    if addr.port() != 0 {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind {addr} (UDP, for membership)"))?;
+        let tcp = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind {addr} (TCP, for gRPC)"))?;
+        return Ok((udp, tcp));
+    }
+    for _ in 0..64 {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("cannot bind {addr} (UDP, for membership)"))?;
+        let port = udp.local_addr()?.port();
+        if let Ok(tcp) = TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            return Ok((udp, tcp));
+        }
+    }
+    anyhow::bail!("found no port on {} free for both UDP and TCP", addr.ip())
 }
 
 /// Bind the sockets (errors are returned here, before anything runs) and start
 /// the node's tasks.
 pub async fn start(options: RunOptions) -> Result<NodeHandle> {
-    let config = options.config;
+    let mut config = options.config;
     let (udp, tcp) = bind(config.bind).await?;
+    let bound = udp.local_addr()?;
+    if config.advertise.port() == 0 {
+        config.advertise.set_port(bound.port());
+    }
+    config.bind.set_port(bound.port());
     let cs = CriticalSection::open(
         config.advertise,
         config.cs_file.as_deref(),
         options.print_cs,
     )?;
     let me = ProcessId::new(config.advertise, unix_us());
-    if options.log_events {
-        if config.binds_all_interfaces() {
-            tracing::info!(target: "ra", event = "listening", node = %me,
-                "listening on {} (all interfaces), advertising {} to peers; use --advertise HOST:PORT if other hosts must reach this node",
-                config.bind, config.advertise);
-        } else {
-            tracing::info!(target: "ra", event = "listening", node = %me,
-                "listening on {}, advertising {}", config.bind, config.advertise);
+    let api_path = match &config.api {
+        crate::config::ApiSocket::Off => None,
+        crate::config::ApiSocket::PerPort => Some(crate::config::default_api_path(bound.port())),
+        crate::config::ApiSocket::At(path) => Some(path.clone()),
+    };
+    let api_listener = match &api_path {
+        Some(path) => Some(api::bind(path)?),
+        None => None,
+    };
+    let log_event = |event: &Event| {
+        if options.log_events {
+            log::emit(me, event);
         }
-        let detection =
-            config.settings.swim.probe_period + config.settings.swim.suspect_to_down_after;
-        if config.settings.hold >= detection {
-            tracing::warn!(target: "ra", node = %me,
-                "the critical section is held {} ms, longer than failure detection (about {} ms): if this node is cut off while holding it, the others may enter before it exits; check fences in the resource you protect",
-                config.settings.hold.as_millis(), detection.as_millis());
-        }
+    };
+    log_event(&Event::Listening {
+        node: me,
+        bind: config.bind,
+        api: api_path.clone(),
+        authenticated: config.cluster_key.is_some(),
+        tls: false,
+        data_dir: None,
+    });
+    let detection = config.settings.swim.probe_period + config.settings.swim.suspect_to_down_after;
+    if config.console_hold >= detection && (options.console || config.requests > 0) {
+        log_event(&Event::HoldOutlastsDetection {
+            hold: config.console_hold,
+            detection,
+        });
     }
 
+    let sealer = Arc::new(RwLock::new(match &config.cluster_key {
+        Some((_, keys)) => Sealer::Keyed(keys.clone()),
+        None => Sealer::Plain,
+    }));
     let (inbox_tx, inbox_rx) = mpsc::channel::<Inbound>(8192);
+    let (control_tx, control_rx) = mpsc::unbounded_channel::<Control>();
+    let clients = Clients::new(control_tx);
     let udp = Arc::new(udp);
     let mut helpers = vec![tokio::spawn(receive_datagrams(
         udp.clone(),
         inbox_tx.clone(),
         config.settings.swim.max_packet_size,
+        sealer.clone(),
+        me,
     ))];
+    if options.signals
+        && let Some((path, _)) = &config.cluster_key
+    {
+        tokio::spawn(console::reload_keys_on_hangup(
+            path.clone(),
+            sealer.clone(),
+            me,
+        ));
+    }
     let (stop_server, server_stopped) = oneshot::channel::<()>();
     let server_inbox = inbox_tx.clone();
+    let server_sealer = sealer.clone();
+    let limits = config.limits.clone();
     helpers.push(tokio::spawn(async move {
         let shutdown = async {
             let _ = server_stopped.await;
         };
-        if let Err(e) = transport::serve(tcp, server_inbox, shutdown).await {
-            tracing::error!(target: "ra", "the gRPC server stopped: {e}");
+        if let Err(e) =
+            transport::serve(tcp, server_inbox, me, server_sealer, limits, shutdown).await
+        {
+            tracing::error!(target: "ra::transport", "the gRPC server stopped: {e}");
         }
     }));
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    if let (Some(listener), Some(path)) = (api_listener, api_path.clone()) {
+        let api_clients = clients.clone();
+        helpers.push(tokio::spawn(async move {
+            let shutdown = async {
+                let _ = api_stopped.await;
+            };
+            if let Err(e) = api::serve(listener, path, api_clients, me, shutdown).await {
+                tracing::error!(target: "ra::api", "{e:#}");
+            }
+        }));
+    }
     if options.console {
-        tokio::spawn(read_console(inbox_tx.clone()));
+        tokio::spawn(console::read_console(clients.clone(), config.console_hold));
     }
     if options.signals {
-        tokio::spawn(leave_on_signal(inbox_tx.clone()));
+        tokio::spawn(console::leave_on_signal(clients.clone()));
     }
-    for _ in 0..config.requests {
-        inbox_tx
-            .send(Inbound::Input(Input::RequestCs))
-            .await
-            .context("the node stopped at start-up")?;
+    if config.requests > 0 {
+        tokio::spawn(console::run_requests(
+            clients.clone(),
+            config.requests,
+            config.console_hold,
+            config.stay,
+        ));
     }
 
     let stats = Arc::new(WireStats::default());
@@ -181,21 +237,27 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
         node,
         base,
         udp,
-        peers: Peers::new(inbox_tx.clone(), stats.clone()),
+        peers: Peers::new(me, inbox_tx.clone(), stats.clone(), sealer.clone()),
+        sealer,
         timers: Agenda::default(),
         cs,
+        sessions: HashMap::new(),
+        queries: HashMap::new(),
+        next_query: 0,
         observer: options.observer,
         log_events: options.log_events,
         me,
     };
     let task = tokio::spawn(async move {
-        let result = shell.run(inbox_rx).await;
+        let result = shell.run(inbox_rx, control_rx).await;
         let _ = stop_server.send(());
+        let _ = stop_api.send(());
         result
     });
     Ok(NodeHandle {
         me,
-        inbox: inbox_tx,
+        api: api_path,
+        clients,
         stats,
         task,
         helpers,
@@ -213,7 +275,12 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         print_cs: true,
     })
     .await?;
-    handle.task.await.context("the node's task failed")?
+    let result = handle.task.await.context("the node's task failed");
+    // The API's task may not get to it before the process exits.
+    if let Some(path) = &handle.api {
+        let _ = std::fs::remove_file(path);
+    }
+    result?
 }
 
 struct Shell {
@@ -221,10 +288,17 @@ struct Shell {
     base: Instant,
     udp: Arc<UdpSocket>,
     peers: Peers,
+    /// Frames every datagram: checksummed, or sealed with the cluster key.
+    sealer: Arc<RwLock<Sealer>>,
     /// Every timer the node asked for, fired from this one task: a task per
     /// timer would let them fire out of order (see foca issue 26).
     timers: Agenda<Instant, TimerId>,
     cs: CriticalSection,
+    /// Where each ticket's news goes, until its client gives it back.
+    sessions: HashMap<Ticket, mpsc::UnboundedSender<TicketNews>>,
+    /// Where the answers to each "who holds what" go.
+    queries: HashMap<u64, mpsc::UnboundedSender<(ProcessId, Vec<HeldLock>)>>,
+    next_query: u64,
     observer: Option<mpsc::UnboundedSender<Observed>>,
     log_events: bool,
     me: ProcessId,
@@ -235,22 +309,29 @@ impl Shell {
         self.base.elapsed()
     }
 
-    async fn run(mut self, mut inbox: mpsc::Receiver<Inbound>) -> Result<()> {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Inbound>,
+        mut control: mpsc::UnboundedReceiver<Control>,
+    ) -> Result<()> {
         let mut left = self.apply_outputs();
+        let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
         while !left {
             let deadline = self.timers.next_time();
             tokio::select! {
+                _ = housekeeping.tick() => {
+                    if self.log_events {
+                        log::flush_drops(self.me);
+                    }
+                }
                 next = inbox.recv() => match next {
-                    Some(Inbound::Input(input)) => {
+                    Some(input) => {
                         let now = self.now();
                         self.node.handle(now, input);
                     }
-                    Some(Inbound::Status) => print_status(&self.node.status()),
-                    Some(Inbound::Query(reply)) => {
-                        let _ = reply.send(self.node.status());
-                    }
                     None => return Ok(()),
                 },
+                Some(request) = control.recv() => self.on_control(request),
                 _ = sleep_until(deadline) => {
                     let now = Instant::now();
                     while let Some((_, timer)) = self.timers.pop_due(now) {
@@ -262,9 +343,55 @@ impl Shell {
             }
             left |= self.apply_outputs();
         }
+        // Tell the clients still waiting that the node is gone.
+        self.sessions.clear();
         // Give the last datagrams and messages (the leave) a moment to go out.
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
+    }
+
+    fn on_control(&mut self, request: Control) {
+        let now = self.now();
+        match request {
+            Control::Acquire {
+                lock,
+                ticket,
+                try_only,
+                news,
+            } => {
+                self.sessions.insert(ticket, news);
+                let input = Input::Acquire {
+                    lock,
+                    ticket,
+                    try_only,
+                };
+                self.node.handle(now, input);
+            }
+            Control::Progress {
+                lock,
+                ticket,
+                reply,
+            } => {
+                let _ = reply.send(self.node.ticket_progress(&lock, ticket));
+            }
+            Control::Release { lock, ticket } => {
+                self.sessions.remove(&ticket);
+                self.node.handle(now, Input::Release { lock, ticket });
+            }
+            Control::Status(reply) => {
+                let _ = reply.send(self.node.status());
+            }
+            Control::PrintStatus => console::print_status(&self.node.status(), now),
+            Control::Leave => self.node.handle(now, Input::Leave),
+            Control::WhoHolds { answers } => {
+                self.next_query += 1;
+                let query = self.next_query;
+                // Forget queries whose askers have gone.
+                self.queries.retain(|_, asker| !asker.is_closed());
+                self.queries.insert(query, answers);
+                self.node.handle(now, Input::AskWhoHolds { query });
+            }
+        }
     }
 
     /// Carry out what the node asked for; true once it has left.
@@ -274,12 +401,44 @@ impl Shell {
         for output in outputs {
             match output {
                 Output::Datagram { to, data } => {
+                    let mut nonce = [0u8; 24];
+                    if getrandom::fill(&mut nonce).is_err() {
+                        continue;
+                    }
+                    let sealed = match self.sealer.read() {
+                        Ok(sealer) => sealer.seal(&data, nonce),
+                        Err(_) => continue,
+                    };
                     // UDP may drop; SWIM expects as much.
-                    let _ = self.udp.try_send_to(&data, to);
+                    let _ = self.udp.try_send_to(&sealed, to);
                 }
                 Output::Message(envelope) => self.peers.send(&envelope),
                 Output::Timer { at, timer } => self.timers.push(self.base + at, timer),
                 Output::Event(event) => self.on_event(event),
+                Output::Granted { ticket, fence, .. } => {
+                    if let Some(session) = self.sessions.get(&ticket) {
+                        // A client gone meanwhile releases through its drop.
+                        let _ = session.send(TicketNews::Granted(fence));
+                    }
+                }
+                Output::Lost { ticket, why, .. } => {
+                    if let Some(session) = self.sessions.get(&ticket) {
+                        let _ = session.send(TicketNews::Lost(why));
+                    }
+                }
+                Output::Watch(processes) => self.peers.watch(&processes),
+                Output::Holding { query, from, locks } => {
+                    if let Some(asker) = self.queries.get(&query)
+                        && asker.send((from, locks)).is_err()
+                    {
+                        self.queries.remove(&query);
+                    }
+                }
+                Output::Refused { ticket, why, .. } => {
+                    if let Some(session) = self.sessions.remove(&ticket) {
+                        let _ = session.send(TicketNews::Refused(why));
+                    }
+                }
                 Output::Left => left = true,
             }
         }
@@ -289,23 +448,26 @@ impl Shell {
     fn on_event(&mut self, event: Event) {
         // The file line is written before any message that follows the event goes
         // out, so the file's order is the real order.
+        // An entry made for a spectator is the spectator's to record: it
+        // holds the lock, from its EnterVia to its ExitVia.
         match &event {
             Event::Enter {
+                lock,
+                ticket,
                 request_id,
                 fence,
                 lamport,
                 ..
-            } => self
-                .cs
-                .enter(fence.token(), fence.epoch, *lamport, *request_id),
+            } if *ticket < PROXY_TICKETS => self.cs.enter(lock, *fence, *lamport, *request_id),
             Event::Exit {
-                request_id,
+                lock,
+                ticket,
                 fence,
                 lamport,
                 ..
-            } => self
-                .cs
-                .exit(fence.token(), fence.epoch, *lamport, *request_id),
+            } if *ticket < PROXY_TICKETS => self.cs.exit(lock, *fence, *lamport),
+            Event::EnterVia { lock, fence, .. } => self.cs.enter(lock, *fence, 0, 0),
+            Event::ExitVia { lock, fence, .. } => self.cs.exit(lock, *fence, 0),
             _ => {}
         }
         if self.log_events {
@@ -327,114 +489,91 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn receive_datagrams(udp: Arc<UdpSocket>, inbox: mpsc::Sender<Inbound>, max_packet: usize) {
-    let mut buf = vec![0u8; max_packet.max(2048)];
+/// At most one refusal notice per sender and per [`NOTICE_EVERY`], and a
+/// bounded memory of senders: a flood of forged sources cannot make this node
+/// send a flood of notices.
+#[derive(Default)]
+struct NoticeLimit {
+    sent: HashMap<SocketAddr, Instant>,
+}
+
+const NOTICE_EVERY: Duration = Duration::from_secs(10);
+
+impl NoticeLimit {
+    fn allow(&mut self, to: SocketAddr) -> bool {
+        let now = Instant::now();
+        if self.sent.len() > 1024 {
+            self.sent
+                .retain(|_, at| now.duration_since(*at) < NOTICE_EVERY);
+            if self.sent.len() > 1024 {
+                return false;
+            }
+        }
+        match self.sent.get(&to) {
+            Some(at) if now.duration_since(*at) < NOTICE_EVERY => false,
+            _ => {
+                self.sent.insert(to, now);
+                true
+            }
+        }
+    }
+}
+
+async fn receive_datagrams(
+    udp: Arc<UdpSocket>,
+    inbox: mpsc::Sender<Inbound>,
+    max_packet: usize,
+    sealer: Arc<RwLock<Sealer>>,
+    me: ProcessId,
+) {
+    let mut buf = vec![0u8; max_packet.max(2048) + 64];
+    let mut notices = NoticeLimit::default();
     loop {
         match udp.recv_from(&mut buf).await {
             Ok((len, from)) => {
-                let data = Bytes::copy_from_slice(&buf[..len]);
-                if inbox
-                    .send(Inbound::Input(Input::Datagram { from, data }))
-                    .await
-                    .is_err()
-                {
+                let opened = match sealer.read() {
+                    Ok(sealer) => sealer.open(&buf[..len]),
+                    Err(_) => return,
+                };
+                let data = match opened {
+                    Ok(payload) => Bytes::from(payload),
+                    Err(OpenError::RefusedByPeer(why)) => {
+                        let why = why.to_string();
+                        log::emit(me, &Event::RefusedByPeer { peer: from, why });
+                        continue;
+                    }
+                    Err(e) => {
+                        // Tell a sender we cannot open why, once in a while.
+                        let notice = sealer.read().ok().and_then(|s| s.refusal_notice(&e));
+                        if let Some(notice) = notice
+                            && notices.allow(from)
+                        {
+                            let _ = udp.try_send_to(&notice, from);
+                        }
+                        let detail = e.to_string();
+                        let why = match e {
+                            OpenError::TooShort
+                            | OpenError::UnknownFormat(_)
+                            | OpenError::Corrupted => DropReason::Malformed { detail },
+                            _ => DropReason::NotAuthenticated { detail },
+                        };
+                        log::emit(
+                            me,
+                            &Event::Dropped {
+                                what: DroppedWhat::Datagram,
+                                from: from.to_string(),
+                                why,
+                            },
+                        );
+                        continue;
+                    }
+                };
+                if inbox.send(Input::Datagram { from, data }).await.is_err() {
                     return;
                 }
             }
             // ICMP errors from earlier sends surface here on some systems.
-            Err(e) => tracing::debug!(target: "ra", "UDP receive: {e}"),
+            Err(e) => tracing::debug!(target: "ra::udp", "UDP receive: {e}"),
         }
     }
-}
-
-/// Enter asks for the critical section; `status` and `leave` do what they say.
-/// End of input does not stop the node: it keeps serving its peers.
-async fn read_console(inbox: mpsc::Sender<Inbound>) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        let message = match line.trim() {
-            "" => Inbound::Input(Input::RequestCs),
-            "status" => Inbound::Status,
-            "leave" | "quit" | "exit" => Inbound::Input(Input::Leave),
-            other => {
-                println!(
-                    "unknown command {other:?}: press Enter to ask for the critical section, or type `status` or `leave`"
-                );
-                continue;
-            }
-        };
-        if inbox.send(message).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// The first SIGINT or SIGTERM leaves gracefully; a second one exits at once.
-async fn leave_on_signal(inbox: mpsc::Sender<Inbound>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!(target: "ra", "cannot listen for signals: Ctrl-C will not leave gracefully");
-        return;
-    };
-    let mut asked = false;
-    loop {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-        if asked {
-            tracing::warn!(target: "ra", "second signal: exiting without waiting for the handover");
-            std::process::exit(130);
-        }
-        asked = true;
-        tracing::info!(target: "ra", "signal received: leaving the cluster (send it again to exit at once)");
-        if inbox.send(Inbound::Input(Input::Leave)).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn print_status(status: &Status) {
-    let list = |processes: &[ProcessId]| {
-        if processes.is_empty() {
-            "none".to_string()
-        } else {
-            processes
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    };
-    println!(
-        "node {} (process started at unix µs {})",
-        status.me, status.me.incarnation
-    );
-    println!("  live members: {}", list(&status.live_members));
-    match &status.view {
-        Some(view) => {
-            let role = if view.contains(&status.me) {
-                "active"
-            } else {
-                "a spectator"
-            };
-            println!(
-                "  active set, epoch {} of the cluster founded by {}: {} (at most {}); this node is {role}",
-                view.epoch,
-                view.cluster,
-                list(&view.members),
-                view.max_active
-            );
-        }
-        None => println!("  no cluster yet"),
-    }
-    println!("  spectators in line: {}", list(&status.spectators));
-    println!("  Lamport clock: {}", status.clock);
-    println!(
-        "  state: {}; {} more request(s) queued",
-        status.state, status.queued
-    );
 }

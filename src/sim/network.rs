@@ -1,6 +1,9 @@
 //! The simulated network: UDP datagrams that may be delayed, reordered, lost or
 //! duplicated, and gRPC streams that deliver in order per connection but may be
-//! delayed arbitrarily or break; plus partitions, symmetric or one-way.
+//! delayed arbitrarily or break; plus partitions, symmetric or one-way, and
+//! stalls: a path that drops datagrams while TCP holds its segments in the
+//! retransmission queue and delivers them, in order, once the path works again
+//! (possibly before UDP does).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -77,7 +80,12 @@ struct Stream {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fate {
     /// Deliver at this time, if the stream is still on this generation then.
-    Deliver { at: Duration, generation: u64 },
+    Deliver {
+        at: Duration,
+        generation: u64,
+        /// Send order on the stream, so held messages come out in order.
+        seq: u64,
+    },
     /// The stream is down: the message waits in the sender's queue.
     Queued,
     /// The stream just broke (the message and everything in flight are lost):
@@ -87,9 +95,17 @@ pub enum Fate {
 
 #[derive(Default)]
 pub struct Network {
-    /// Directed cuts: (from, to) cannot talk.
+    /// Directed cuts: (from, to) cannot talk; streams on them break.
     cuts: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Directed stalls: datagrams are lost, stream messages wait (in order) for
+    /// the path to work again.
+    stalls: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Paths whose TCP works again while their datagrams are still lost.
+    udp_cuts: BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Stream messages waiting on a stalled path, by when they were sent.
+    held: BTreeMap<StreamKey, Vec<(u64, Envelope)>>,
     streams: BTreeMap<StreamKey, Stream>,
+    next_seq: u64,
 }
 
 impl Network {
@@ -97,16 +113,42 @@ impl Network {
         self.cuts.contains(&(from, to))
     }
 
+    /// Nothing gets through this path now, either way it is broken.
+    pub fn is_blocked(&self, from: SocketAddr, to: SocketAddr) -> bool {
+        self.cuts.contains(&(from, to)) || self.stalls.contains(&(from, to))
+    }
+
     pub fn cut(&mut self, from: SocketAddr, to: SocketAddr) {
         self.cuts.insert((from, to));
     }
 
-    pub fn heal(&mut self) {
+    pub fn stall(&mut self, from: SocketAddr, to: SocketAddr) {
+        self.stalls.insert((from, to));
+    }
+
+    /// Everything works again; returns the stream messages held by stalls, in
+    /// the order each stream sent them.
+    pub fn heal(&mut self) -> Vec<Envelope> {
+        let released = self.heal_streams();
         self.cuts.clear();
+        self.udp_cuts.clear();
+        released
+    }
+
+    /// TCP gets through stalled paths again (datagrams still do not): the held
+    /// messages, in order.
+    pub fn heal_streams(&mut self) -> Vec<Envelope> {
+        self.udp_cuts.extend(std::mem::take(&mut self.stalls));
+        let mut released = Vec::new();
+        for (_, mut messages) in std::mem::take(&mut self.held) {
+            messages.sort_by_key(|(seq, _)| *seq);
+            released.extend(messages.into_iter().map(|(_, e)| e));
+        }
+        released
     }
 
     pub fn has_cuts(&self) -> bool {
-        !self.cuts.is_empty()
+        !self.cuts.is_empty() || !self.stalls.is_empty() || !self.udp_cuts.is_empty()
     }
 
     pub fn delay(&self, config: &NetConfig, rng: &mut SmallRng) -> Duration {
@@ -126,7 +168,8 @@ impl Network {
         from: SocketAddr,
         to: SocketAddr,
     ) -> Vec<Duration> {
-        if self.is_cut(from, to) || rng.random_bool(config.loss) {
+        let udp_blocked = self.is_blocked(from, to) || self.udp_cuts.contains(&(from, to));
+        if udp_blocked || rng.random_bool(config.loss) {
             return Vec::new();
         }
         let mut arrivals = vec![now + self.delay(config, rng)];
@@ -151,6 +194,15 @@ impl Network {
             stream.queued.push(envelope.clone());
             return Fate::Queued;
         }
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        if self.stalls.contains(&(key.from.addr, key.to)) {
+            self.held
+                .entry(key)
+                .or_default()
+                .push((seq, envelope.clone()));
+            return Fate::Queued;
+        }
         if self.is_cut(key.from.addr, key.to) || rng.random_bool(config.stream_break) {
             return self.break_stream(config, now, key);
         }
@@ -164,6 +216,7 @@ impl Network {
         Fate::Deliver {
             at,
             generation: stream.generation,
+            seq,
         }
     }
 
@@ -175,6 +228,8 @@ impl Network {
         now: Duration,
         key: StreamKey,
         generation: u64,
+        seq: u64,
+        envelope: &Envelope,
     ) -> Option<Fate> {
         let current = self.streams.get(&key).map_or(0, |s| s.generation);
         if current != generation {
@@ -183,9 +238,17 @@ impl Network {
         if self.is_cut(key.from.addr, key.to) {
             return Some(self.break_stream(config, now, key));
         }
+        if self.stalls.contains(&(key.from.addr, key.to)) {
+            self.held
+                .entry(key)
+                .or_default()
+                .push((seq, envelope.clone()));
+            return Some(Fate::Queued);
+        }
         Some(Fate::Deliver {
             at: now,
             generation,
+            seq,
         })
     }
 
@@ -207,7 +270,7 @@ impl Network {
     /// Try to reconnect a broken stream: `Some(queued messages)` when it is up
     /// again, `None` while the path is still cut.
     pub fn reconnect(&mut self, key: StreamKey) -> Option<Vec<Envelope>> {
-        if self.is_cut(key.from.addr, key.to) {
+        if self.is_blocked(key.from.addr, key.to) {
             return None;
         }
         let stream = self.streams.entry(key).or_default();

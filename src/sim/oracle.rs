@@ -1,15 +1,17 @@
 //! The checks a simulated run must pass, fed with every event every node emits.
+//! Every check is per lock: locks are independent.
 //!
-//! - Safety: never two processes in the critical section. An overlap is excused
-//!   only when one of the two is a *stale holder*: a process that was alive when
-//!   a quorum decided an active set without it (it was paused or cut off, and
-//!   declared failed), and that entered under an epoch older than that set. That
-//!   is the limit of any lock built on a failure detector. Then the other
-//!   holder's fence must be the larger, so a resource that checks fences refuses
-//!   the stale one. Such overlaps are counted, not hidden.
+//! - Safety: never two processes holding one lock. An overlap is excused only
+//!   when one of the two is a *stale holder*: a process that entered before a
+//!   quorum decided an active set without it (it was paused or cut off inside
+//!   the critical section, and declared failed). That is the limit of any lock
+//!   built on a failure detector. Then the other holder's fence must be the
+//!   larger, so a resource that checks fences refuses the stale one. A process
+//!   that enters *after* the decision that evicted it is a violation, whatever
+//!   epoch it entered under.
 //! - Fencing: each entry's fence is larger than the previous entry's, unless the
 //!   later entry is by a stale holder.
-//! - The view check: a reply is only ever sent under the replier's own epoch.
+//! - The epoch check: a reply is only ever sent under the replier's own epoch.
 //! - Bounded waiting: while the active set stays the same, a request is overtaken
 //!   at most twice by each other member (once by a request stamped before it, once
 //!   by one stamped after it but granted before it reached the granter).
@@ -18,9 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::event::{Event, ViewSource};
+use crate::event::{Event, SetSource};
 use crate::protocol::ids::ProcessId;
-use crate::protocol::mutex::Fence;
+use crate::protocol::lock::{Fence, LockName};
 
 #[derive(Clone, Debug)]
 struct Holder {
@@ -55,23 +57,43 @@ pub struct Stats {
     pub max_overtaken: usize,
     pub mutex_messages: u64,
     pub false_suspicions: u64,
-    pub view_changes: u64,
+    pub set_changes: u64,
+    /// Replies that arrived after their grant lease and were asked for again.
+    pub expired_replies: u64,
+    /// Holders told their lock was lost (evicted, quorum gone, paused).
+    pub losses: u64,
+    pub cancelled: u64,
+    /// Members removed from the active set though running, connected and not
+    /// paused for a while: needless reconfigurations (stale verdicts).
+    pub healthy_evictions: u64,
+    /// The same, but decided by a vote cast during a fault that Paxos had to
+    /// carry through (the decider itself wanted the member kept): undone at
+    /// once by the next epoch.
+    pub carried_evictions: u64,
+}
+
+/// When a process was first removed from the active set while it ran.
+#[derive(Clone, Copy, Debug)]
+struct Eviction {
+    cluster: Option<ProcessId>,
+    epoch: u64,
+    at: Duration,
 }
 
 #[derive(Default)]
 pub struct Oracle {
-    holders: BTreeMap<ProcessId, Holder>,
-    /// The last entry in each cluster (fences are per cluster).
-    last_entry: BTreeMap<Option<ProcessId>, (ProcessId, Fence)>,
-    requests: BTreeMap<(ProcessId, u64), TrackedRequest>,
-    /// For each process removed from the active set while it ran: the latest
-    /// epoch decided without it so far.
-    evicted: BTreeMap<ProcessId, u64>,
+    holders: BTreeMap<(LockName, ProcessId), Holder>,
+    /// The last entry of each lock in each cluster (fences are per cluster).
+    last_entry: BTreeMap<(Option<ProcessId>, LockName), (ProcessId, Fence)>,
+    requests: BTreeMap<(ProcessId, LockName, u64), TrackedRequest>,
+    /// For each process removed from the active set while it ran: every
+    /// decision that did so.
+    evicted: BTreeMap<ProcessId, Vec<Eviction>>,
     /// The epoch each process has installed, from its own events.
     epoch_of: BTreeMap<ProcessId, u64>,
     /// Requests granted by a reply outside the replier's epoch: their holders
     /// are never excused as stale.
-    bad_grants: BTreeSet<(ProcessId, u64)>,
+    bad_grants: BTreeSet<(ProcessId, LockName, u64)>,
     pub stats: Stats,
     pub violations: Vec<String>,
 }
@@ -88,40 +110,47 @@ impl Oracle {
         running: impl Fn(&ProcessId) -> bool,
     ) {
         match event {
-            Event::MemberFailed { member } if running(member) => self.stats.false_suspicions += 1,
-            Event::ViewInstalled {
+            Event::MemberFailed { member, .. } if running(member) => {
+                self.stats.false_suspicions += 1
+            }
+            Event::ActiveSetInstalled {
                 epoch,
                 removed,
                 source,
                 ..
             } => {
-                self.stats.view_changes += 1;
+                self.stats.set_changes += 1;
                 self.epoch_of.insert(at, *epoch);
-                if *source == ViewSource::Decided {
+                if *source == SetSource::Decided {
                     for member in removed.iter().filter(|m| running(m)) {
-                        let latest = self.evicted.entry(*member).or_insert(*epoch);
-                        *latest = (*latest).max(*epoch);
+                        self.evicted.entry(*member).or_default().push(Eviction {
+                            cluster,
+                            epoch: *epoch,
+                            at: now,
+                        });
                     }
                 }
             }
             Event::ReplySent {
+                lock,
                 to,
                 epoch,
                 request_id,
                 ..
             } => {
                 self.stats.mutex_messages += 1;
-                // The view check as an invariant: permission is only ever given
+                // The epoch check as an invariant: permission is only ever given
                 // under the epoch the replier itself is in.
                 let own = self.epoch_of.get(&at).copied();
                 if own != Some(*epoch) {
-                    self.bad_grants.insert((*to, *request_id));
+                    self.bad_grants.insert((*to, lock.clone(), *request_id));
                     self.violations.push(format!(
-                        "{at} replied to {to} under epoch {epoch} while itself in epoch {own:?}"
+                        "{at} replied to {to} for {lock} under epoch {epoch} while itself in epoch {own:?}"
                     ));
                 }
             }
             Event::RequestIssued {
+                lock,
                 request_id,
                 awaiting,
                 epoch,
@@ -129,7 +158,7 @@ impl Oracle {
             } => {
                 self.stats.requests_issued += 1;
                 self.requests.insert(
-                    (at, *request_id),
+                    (at, lock.clone(), *request_id),
                     TrackedRequest {
                         issued_at: now,
                         cluster,
@@ -140,38 +169,51 @@ impl Oracle {
                     },
                 );
             }
-            Event::Reissued { request_id, .. } => {
-                if let Some(r) = self.requests.get_mut(&(at, *request_id)) {
+            Event::Reissued {
+                lock, request_id, ..
+            } => {
+                if let Some(r) = self.requests.get_mut(&(at, lock.clone(), *request_id)) {
                     r.unstable = true;
                 }
             }
-            Event::Withdrawn { request_id, .. } => {
-                self.requests.remove(&(at, *request_id));
+            Event::Withdrawn {
+                lock, request_id, ..
+            } => {
+                self.requests.remove(&(at, lock.clone(), *request_id));
             }
             Event::RequestSent { .. } => self.stats.mutex_messages += 1,
+            Event::ReplyExpired { .. } => self.stats.expired_replies += 1,
+            Event::Lost { fence: Some(_), .. } => self.stats.losses += 1,
+            Event::Cancelled { .. } => self.stats.cancelled += 1,
             Event::Enter {
-                request_id, fence, ..
-            } => self.on_enter(now, at, cluster, *request_id, *fence),
-            Event::Exit { .. } => {
-                self.holders.remove(&at);
+                lock,
+                request_id,
+                fence,
+                ..
+            } => self.on_enter(now, at, cluster, lock, *request_id, *fence),
+            Event::Exit { lock, .. } => {
+                self.holders.remove(&(lock.clone(), at));
             }
             _ => {}
         }
     }
 
-    /// The process stopped: its critical section ends with it.
+    /// The process stopped: its critical sections end with it.
     pub fn on_stop(&mut self, process: ProcessId) {
-        self.holders.remove(&process);
-        self.requests.retain(|(p, _), _| *p != process);
+        self.holders.retain(|(_, p), _| *p != process);
+        self.requests.retain(|(p, _, _), _| *p != process);
     }
 
-    /// Entered under an epoch older than a set that had evicted it while it ran,
-    /// with permission given properly under that older epoch.
-    fn stale(&self, process: ProcessId, request_id: u64, fence: Fence) -> bool {
-        self.evicted
-            .get(&process)
-            .is_some_and(|epoch| fence.epoch < *epoch)
-            && !self.bad_grants.contains(&(process, request_id))
+    /// Entered before a decision that evicted it while it ran, under an older
+    /// epoch, with permission given properly under that epoch.
+    fn stale(&self, process: ProcessId, lock: &LockName, holder: &Holder) -> bool {
+        self.evicted.get(&process).is_some_and(|evictions| {
+            evictions.iter().any(|e| {
+                e.cluster == holder.cluster && holder.fence.epoch < e.epoch && holder.since < e.at
+            })
+        }) && !self
+            .bad_grants
+            .contains(&(process, lock.clone(), holder.request_id))
     }
 
     pub fn note_minority_entry(&mut self) {
@@ -183,34 +225,53 @@ impl Oracle {
         now: Duration,
         at: ProcessId,
         cluster: Option<ProcessId>,
+        lock: &LockName,
         request_id: u64,
         fence: Fence,
     ) {
         self.stats.entries += 1;
-        let me_suspect = self.stale(at, request_id, fence);
-        for (other, holder) in self.holders.clone() {
-            if other == at {
-                continue;
-            }
+        let after_eviction = self.evicted.get(&at).and_then(|evictions| {
+            evictions
+                .iter()
+                .find(|e| e.cluster == cluster && fence.epoch < e.epoch && e.at <= now)
+                .copied()
+        });
+        if let Some(eviction) = after_eviction {
+            self.violations.push(format!(
+                "{at} entered {lock} under epoch {} (fence {fence}) at {now:?}, after epoch {} evicted it at {:?}",
+                fence.epoch, eviction.epoch, eviction.at
+            ));
+        }
+        let me = Holder {
+            request_id,
+            cluster,
+            fence,
+            since: now,
+        };
+        let me_stale = self.stale(at, lock, &me);
+        let others: Vec<(ProcessId, Holder)> = self
+            .holders
+            .iter()
+            .filter(|((name, p), _)| name == lock && *p != at)
+            .map(|((_, p), h)| (*p, h.clone()))
+            .collect();
+        for (other, holder) in others {
             if holder.cluster != cluster {
                 self.stats.split_overlaps += 1;
                 continue;
             }
-            let other_suspect = self.stale(other, holder.request_id, holder.fence);
+            let other_stale = self.stale(other, lock, &holder);
             let mut line = format!(
-                "{at} entered (fence {fence}) while {other} held the critical section since {:?} (fence {})",
+                "{at} entered {lock} (fence {fence}) while {other} held it since {:?} (fence {})",
                 holder.since, holder.fence
             );
-            if !me_suspect && !other_suspect {
-                let _ = write!(
-                    line,
-                    "; neither is a stale holder evicted from the active set"
-                );
+            if !me_stale && !other_stale {
+                let _ = write!(line, "; neither entered before a decision that evicted it");
                 self.violations.push(line);
                 continue;
             }
             self.stats.fenced_overlaps += 1;
-            let fenced = match (me_suspect, other_suspect) {
+            let fenced = match (me_stale, other_stale) {
                 (true, false) => fence < holder.fence,
                 (false, true) => fence > holder.fence,
                 _ => true,
@@ -220,30 +281,24 @@ impl Oracle {
                 self.violations.push(line);
             }
         }
-        if let Some((previous, previous_fence)) = self.last_entry.get(&cluster).copied()
+        let key = (cluster, lock.clone());
+        if let Some((previous, previous_fence)) = self.last_entry.get(&key).copied()
             && fence <= previous_fence
         {
-            if me_suspect {
+            if me_stale {
                 self.stats.stale_fences += 1;
             } else {
                 self.violations.push(format!(
-                    "{at} entered with fence {fence}, not above {previous}'s {previous_fence}"
+                    "{at} entered {lock} with fence {fence}, not above {previous}'s {previous_fence}"
                 ));
             }
         }
-        self.last_entry.insert(cluster, (at, fence));
-        self.holders.insert(
-            at,
-            Holder {
-                request_id,
-                cluster,
-                fence,
-                since: now,
-            },
-        );
-        for ((requester, _), request) in self.requests.iter_mut() {
-            // Entries in another cluster (a split) compete for another lock.
-            if *requester == at || request.cluster != cluster {
+        self.last_entry.insert(key, (at, fence));
+        self.holders.insert((lock.clone(), at), me);
+        for ((requester, name, _), request) in self.requests.iter_mut() {
+            // Entries in another cluster (a split) or of another lock compete for
+            // another critical section.
+            if *requester == at || name != lock || request.cluster != cluster {
                 continue;
             }
             if request.epoch == fence.epoch {
@@ -252,14 +307,14 @@ impl Oracle {
                 request.unstable = true;
             }
         }
-        if let Some(request) = self.requests.remove(&(at, request_id))
+        if let Some(request) = self.requests.remove(&(at, lock.clone(), request_id))
             && !request.unstable
         {
             self.stats.max_overtaken = self.stats.max_overtaken.max(request.overtaken);
             let bound = 2 * (request.members - 1);
             if request.overtaken > bound {
                 self.violations.push(format!(
-                    "{at}'s request #{request_id} (issued at {:?}) was overtaken {} times; the bound is {bound}",
+                    "{at}'s request #{request_id} for {lock} (issued at {:?}) was overtaken {} times; the bound is {bound}",
                     request.issued_at, request.overtaken
                 ));
             }

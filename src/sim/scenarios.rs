@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use super::network::NetConfig;
 use super::schedule::Schedule;
-use super::world::{Action, SimConfig};
+use super::world::{Action, Client, SimConfig};
+use crate::protocol::lock::LockName;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -16,6 +17,12 @@ fn calm(slots: usize) -> SimConfig {
     config.net = NetConfig::calm();
     config.trace = true;
     config
+}
+
+/// The same schedule with every datagram traced too (for debugging a scenario).
+pub fn with_datagrams(mut schedule: Schedule) -> Schedule {
+    schedule.config.trace_datagrams = true;
+    schedule
 }
 
 fn start(slot: usize, seeds: &[usize]) -> Action {
@@ -95,7 +102,7 @@ pub fn view_divergence() -> Schedule {
         (ms(16_000), Action::Heal),
     ]);
     let mut config = calm(4);
-    config.settings.hold = ms(500);
+    config.hold = ms(500);
     Schedule {
         config,
         actions,
@@ -103,18 +110,19 @@ pub fn view_divergence() -> Schedule {
     }
 }
 
-/// The holder is killed inside the critical section: the others wait for failure
-/// detection, then go on under an active set without it, with larger fences.
+/// The holder is killed inside the critical section: its host refuses the
+/// reconnect, so the others know at once it is gone, and go on under an active
+/// set without it, with larger fences.
 pub fn holder_crashes_in_cs() -> Schedule {
     let mut config = calm(3);
-    config.settings.hold = ms(2000);
+    config.hold = ms(2000);
     let actions = [
         three_nodes(),
         vec![
             (ms(6000), request(1)),
             (ms(6300), request(0)),
             (ms(6300), request(2)),
-            (ms(7000), Action::Crash { slot: 1 }),
+            (ms(6500), Action::Crash { slot: 1 }),
         ],
     ]
     .concat();
@@ -125,12 +133,31 @@ pub fn holder_crashes_in_cs() -> Schedule {
     }
 }
 
+/// The holder is killed while the paths to it are cut: no host can say the
+/// process is gone, so the others wait for SWIM's verdict before going on.
+pub fn holder_crashes_behind_a_cut() -> Schedule {
+    let mut schedule = holder_crashes_in_cs();
+    for (from, to) in [(vec![1], vec![0, 2]), (vec![0, 2], vec![1])] {
+        schedule.actions.push((ms(6400), Action::Cut { from, to }));
+    }
+    schedule.actions.sort_by_key(|(t, _)| *t);
+    schedule
+}
+
+/// The holder is killed and a new process starts at its address at once:
+/// the reconnect meets the new incarnation, which is proof the old one died.
+pub fn holder_restarts_at_once() -> Schedule {
+    let mut schedule = holder_crashes_in_cs();
+    schedule.actions.push((ms(6500), start(1, &[0, 2])));
+    schedule
+}
+
 /// A fourth node joins while three contend, and takes a free seat: the pending
 /// requests are asked again under the new set, the newcomer included.
 pub fn join_during_contention() -> Schedule {
     let mut config = calm(4);
     config.settings.max_active = 4;
-    config.settings.hold = ms(40);
+    config.hold = ms(40);
     let mut actions = three_nodes();
     let mut t = 6000;
     while t < 9000 {
@@ -154,7 +181,7 @@ pub fn join_during_contention() -> Schedule {
 /// wait for failure detection, and its peers log a leave, not a failure.
 pub fn leave_with_deferred_replies() -> Schedule {
     let mut config = calm(3);
-    config.settings.hold = ms(1000);
+    config.hold = ms(1000);
     let actions = [
         three_nodes(),
         vec![
@@ -177,7 +204,7 @@ pub fn leave_with_deferred_replies() -> Schedule {
 /// request is served once the old one is out of the active set.
 pub fn restart_while_request_waits() -> Schedule {
     let mut config = calm(3);
-    config.settings.hold = ms(1000);
+    config.hold = ms(1000);
     let actions = [
         three_nodes(),
         vec![
@@ -258,7 +285,7 @@ pub fn quorum_lost_waits() -> Schedule {
 /// later holders' fences are larger, and the paused one says so when it wakes up.
 pub fn holder_paused_in_cs() -> Schedule {
     let mut config = calm(3);
-    config.settings.hold = ms(200);
+    config.hold = ms(200);
     let actions = [
         three_nodes(),
         vec![
@@ -279,5 +306,147 @@ pub fn holder_paused_in_cs() -> Schedule {
         config,
         actions,
         until: ms(20_000),
+    }
+}
+
+fn client(lock: &str, hold: u64, vanishes_after: Option<u64>) -> Client {
+    Client {
+        lock: LockName::new(lock).unwrap_or_else(|_| LockName::default_lock()),
+        hold: ms(hold),
+        vanishes_after: vanishes_after.map(ms),
+        try_only: false,
+    }
+}
+
+fn acquire(slot: usize, client: Client) -> Action {
+    Action::Acquire { slot, client }
+}
+
+/// Issue "holes found on real networks", point 1: n2's inbound traffic is
+/// dropped. Its request still reaches the others, whose grants sit in TCP's
+/// retransmission queue while they evict n2 and go on contending. When TCP heals
+/// before UDP (`staged`), the old grants arrive before n2 hears of its eviction:
+/// they must not let it in. With a plain heal, both come back together.
+pub fn late_grant_after_one_way_cut(staged: bool, seed: u64) -> Schedule {
+    let mut config = calm(3);
+    // The seed decides the message delays, so the order in which the held
+    // grants and the news of the eviction arrive.
+    config.seed = seed;
+    config.hold = ms(1000);
+    let mut actions = [
+        three_nodes(),
+        vec![
+            (
+                ms(6000),
+                Action::Stall {
+                    from: vec![0, 2],
+                    to: vec![1],
+                },
+            ),
+            (ms(6100), request(1)),
+        ],
+    ]
+    .concat();
+    // The others contend throughout, with short holds.
+    let mut t = 6200;
+    while t < 16_000 {
+        actions.push((ms(t), acquire(0, client("default", 200, None))));
+        actions.push((ms(t + 50), acquire(2, client("default", 200, None))));
+        t += 700;
+    }
+    if staged {
+        actions.push((ms(11_000), Action::HealStreams));
+        actions.push((ms(14_000), Action::Heal));
+    } else {
+        actions.push((ms(11_000), Action::Heal));
+    }
+    Schedule {
+        config,
+        actions,
+        until: ms(30_000),
+    }
+}
+
+/// A waiting ticket is cancelled while its node holds back a later request
+/// (its own request came first): the node must release that request at once,
+/// or the other waits for a reply that never comes.
+pub fn cancelled_ticket_releases_deferred() -> Schedule {
+    let config = calm(3);
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), acquire(0, client("default", 1000, None))),
+            // Slot 1 asks before slot 2, so slot 1 holds slot 2's request back...
+            (ms(6100), acquire(1, client("default", 50, Some(500)))),
+            (ms(6200), acquire(2, client("default", 50, None))),
+            // ...and slot 1's client goes away at 6.6 s, while still waiting.
+        ],
+    ]
+    .concat();
+    Schedule {
+        config,
+        actions,
+        until: ms(15_000),
+    }
+}
+
+/// A holder's client is killed 200 ms into a 10 s hold: its ticket is released
+/// with it, and the next node gets in at once rather than 10 s later.
+pub fn client_gone_while_holding() -> Schedule {
+    let config = calm(3);
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), acquire(0, client("default", 10_000, Some(200)))),
+            (ms(6050), acquire(1, client("default", 50, None))),
+        ],
+    ]
+    .concat();
+    Schedule {
+        config,
+        actions,
+        until: ms(15_000),
+    }
+}
+
+/// Two nodes hold two different locks at the same time, each after the
+/// 2(N-1) messages of its own lock.
+pub fn two_locks_at_once() -> Schedule {
+    let config = calm(3);
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), acquire(0, client("jobs", 1000, None))),
+            (ms(6000), acquire(1, client("backups", 1000, None))),
+        ],
+    ]
+    .concat();
+    Schedule {
+        config,
+        actions,
+        until: ms(10_000),
+    }
+}
+
+/// `ra lock --try`: slot 1 tries while slot 0 holds (refused at once, no
+/// waiting), then again once the lock is free (granted).
+pub fn try_when_taken_and_when_free() -> Schedule {
+    let config = calm(3);
+    let mut taken = client("default", 50, None);
+    taken.try_only = true;
+    let free = taken.clone();
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), acquire(0, client("default", 1000, None))),
+            (ms(6200), acquire(1, taken)),
+            (ms(8000), acquire(1, free)),
+        ],
+    ]
+    .concat();
+    Schedule {
+        config,
+        actions,
+        until: ms(12_000),
     }
 }

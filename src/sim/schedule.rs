@@ -7,7 +7,8 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use super::network::NetConfig;
-use super::world::{Action, Report, SimConfig, World};
+use super::world::{Action, Client, Report, SimConfig, World};
+use crate::protocol::lock::LockName;
 
 /// The kinds of schedule the simulator draws from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +76,7 @@ pub fn random(seed: u64, mix: Mix) -> Schedule {
     } else {
         rng.random_range(2..=4)
     };
-    config.settings.hold = ms(rng.random_range(5..=80));
+    config.hold = ms(rng.random_range(5..=80));
     config.net = NetConfig {
         loss: rng.random_range(0.0..0.05),
         duplicate: rng.random_range(0.0..0.03),
@@ -117,17 +118,26 @@ pub fn random(seed: u64, mix: Mix) -> Schedule {
         ));
     }
 
-    // Bursts of requests through the whole fault phase.
+    // Bursts of clients through the whole fault phase, on one to three lock
+    // names, holding for a random while; some go away early, waiting or holding.
+    let names: Vec<LockName> = ["default", "jobs", "backups"][..rng.random_range(1..=3)]
+        .iter()
+        .filter_map(|n| LockName::new(n).ok())
+        .collect();
     let mut t = faults_start;
     while t < faults_end {
         for slot in some_of(&mut rng, slots) {
-            actions.push((
-                t,
-                Action::Request {
-                    slot,
-                    count: rng.random_range(1..=3),
-                },
-            ));
+            for _ in 0..rng.random_range(1..=3) {
+                let hold = config.hold.mul_f64(rng.random_range(0.2..3.0));
+                let vanishes_after = rng.random_bool(0.1).then(|| ms(rng.random_range(1..=300)));
+                let client = Client {
+                    lock: names[rng.random_range(0..names.len())].clone(),
+                    hold,
+                    vanishes_after,
+                    try_only: rng.random_bool(0.05),
+                };
+                actions.push((t, Action::Acquire { slot, client }));
+            }
         }
         t += between(&mut rng, ms(300), ms(2500));
     }
@@ -173,24 +183,29 @@ pub fn random(seed: u64, mix: Mix) -> Schedule {
             3 => {
                 let side = some_of(&mut rng, slots);
                 let rest: Vec<usize> = (0..slots).filter(|s| !side.contains(s)).collect();
-                actions.push((
-                    at,
-                    Action::Cut {
-                        from: side.clone(),
-                        to: rest.clone(),
-                    },
-                ));
+                // A cut breaks streams; a stall holds their messages in TCP's
+                // retransmission queue and delivers them late, sometimes with
+                // TCP healing a while before UDP.
+                let stall = rng.random_bool(0.4);
+                let cut = |from: Vec<usize>, to: Vec<usize>| {
+                    if stall {
+                        Action::Stall { from, to }
+                    } else {
+                        Action::Cut { from, to }
+                    }
+                };
+                actions.push((at, cut(side.clone(), rest.clone())));
                 if rng.random_bool(0.7) {
-                    actions.push((
-                        at,
-                        Action::Cut {
-                            from: rest,
-                            to: side,
-                        },
-                    ));
+                    actions.push((at, cut(rest, side)));
                 }
                 let heal = (at + between(&mut rng, ms(500), ms(8000))).min(faults_end);
-                actions.push((heal, Action::Heal));
+                if stall && rng.random_bool(0.5) {
+                    let udp_heal = (heal + between(&mut rng, ms(100), ms(4000))).min(faults_end);
+                    actions.push((heal, Action::HealStreams));
+                    actions.push((udp_heal, Action::Heal));
+                } else {
+                    actions.push((heal, Action::Heal));
+                }
             }
             4 => {
                 let longest = faults_end.saturating_sub(at).min(ms(5000));

@@ -13,11 +13,25 @@ use rand::{RngExt, SeedableRng};
 use super::network::{Fate, NetConfig, Network, StreamKey};
 use super::oracle::{Oracle, Stats};
 use crate::agenda::Agenda;
-use crate::event::Event;
+use crate::event::{Event, GoneEvidence, Ticket};
 use crate::node::{Input, Node, NodeSettings, Output};
 use crate::protocol::active_set::ActiveSet;
 use crate::protocol::ids::ProcessId;
+use crate::protocol::lock::LockName;
 use crate::protocol::message::Envelope;
+
+/// What a simulated client does with its ticket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Client {
+    pub lock: LockName,
+    /// How long it holds the lock once granted.
+    pub hold: Duration,
+    /// It goes away this long after asking, granted or not (a cancelled ticket,
+    /// or a client killed mid-hold).
+    pub vanishes_after: Option<Duration>,
+    /// It gives up at once unless the lock is free.
+    pub try_only: bool,
+}
 
 /// Something that happens to the cluster at a scheduled time.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,10 +41,16 @@ pub enum Action {
         slot: usize,
         seeds: Vec<usize>,
     },
-    /// The user of `slot` presses Enter `count` times.
+    /// The user of `slot` presses Enter `count` times: the lock named
+    /// `default`, held for the configured hold.
     Request {
         slot: usize,
         count: u32,
+    },
+    /// A client of `slot` asks for a lock.
+    Acquire {
+        slot: usize,
+        client: Client,
     },
     Leave {
         slot: usize,
@@ -49,6 +69,14 @@ pub enum Action {
         from: Vec<usize>,
         to: Vec<usize>,
     },
+    /// Datagrams from `from` to `to` are lost; stream messages wait in TCP's
+    /// retransmission queue until the path works again.
+    Stall {
+        from: Vec<usize>,
+        to: Vec<usize>,
+    },
+    /// TCP gets through stalled paths again, a while before UDP does.
+    HealStreams,
     Heal,
     /// Break every stream the process has open.
     BreakStreams {
@@ -61,6 +89,8 @@ pub struct SimConfig {
     pub seed: u64,
     pub slots: usize,
     pub settings: NodeSettings,
+    /// How long a `Request` holds the lock.
+    pub hold: Duration,
     pub net: NetConfig,
     /// When the last fault may happen; everything is healed by then.
     pub faults_end: Duration,
@@ -77,14 +107,11 @@ pub struct SimConfig {
 
 impl SimConfig {
     pub fn new(seed: u64, slots: usize) -> Self {
-        let settings = NodeSettings {
-            hold: Duration::from_millis(30),
-            ..NodeSettings::default()
-        };
         Self {
             seed,
             slots,
-            settings,
+            settings: NodeSettings::default(),
+            hold: Duration::from_millis(30),
             net: NetConfig::default(),
             faults_end: Duration::from_secs(20),
             liveness_bound: Duration::from_secs(20),
@@ -107,6 +134,7 @@ enum Happening {
     StreamArrival {
         key: StreamKey,
         generation: u64,
+        seq: u64,
         envelope: Envelope,
     },
     Action(Action),
@@ -115,6 +143,19 @@ enum Happening {
     },
     Reconnect {
         key: StreamKey,
+    },
+    /// `watcher`'s shell reconnects to where `target` was, after its stream
+    /// broke: a refused connection or a new process there is proof of death.
+    DeathCheck {
+        watcher: ProcessId,
+        target: ProcessId,
+    },
+    /// A client gives its ticket back (or goes away).
+    Release {
+        slot: usize,
+        process: ProcessId,
+        lock: LockName,
+        ticket: Ticket,
     },
 }
 
@@ -125,6 +166,11 @@ struct Slot {
     paused_until: Option<Duration>,
     paused_inbox: Vec<Input>,
     started_once: bool,
+    next_ticket: Ticket,
+    /// The clients of the running process, by ticket.
+    clients: BTreeMap<Ticket, Client>,
+    /// When it last woke up from a pause.
+    resumed_at: Option<Duration>,
 }
 
 /// What one run found.
@@ -133,15 +179,15 @@ pub struct Report {
     pub seed: u64,
     pub stats: Stats,
     pub violations: Vec<String>,
-    /// Requests not served by the end, per live process.
+    /// Tickets still waiting at the end, per live process.
     pub unserved: Vec<(ProcessId, usize)>,
     /// The run ended with its active set below a quorum (only possible when
     /// `keep_quorum` is off): a stall by design, not a liveness bug.
     pub quorum_lost: bool,
     pub skipped_faults: u64,
-    /// Requests of spectators still waiting for a seat that never freed.
+    /// Tickets of spectators still waiting for a seat that never freed.
     pub spectators_waiting: usize,
-    /// Requests of nodes whose every seed is gone, so they never joined.
+    /// Tickets of nodes whose every seed is gone, so they never joined.
     pub stranded: usize,
     pub had_partition: bool,
     pub last_entry: Duration,
@@ -173,6 +219,14 @@ pub struct World {
     events: Vec<(Duration, ProcessId, Event)>,
     /// When each process last took a seat in the active set.
     seated_since: BTreeMap<ProcessId, Duration>,
+    /// When the network last healed.
+    last_heal: Option<Duration>,
+    /// Processes asked to leave.
+    leavers: BTreeSet<ProcessId>,
+    /// The member list each process last proposed.
+    proposed: BTreeMap<ProcessId, Vec<ProcessId>>,
+    /// The processes each process keeps a connection to (its shell would).
+    watching: BTreeMap<ProcessId, Vec<ProcessId>>,
 }
 
 pub fn slot_addr(slot: usize) -> SocketAddr {
@@ -200,6 +254,10 @@ impl World {
             trace: Vec::new(),
             events: Vec::new(),
             seated_since: BTreeMap::new(),
+            last_heal: None,
+            leavers: BTreeSet::new(),
+            proposed: BTreeMap::new(),
+            watching: BTreeMap::new(),
             config,
         }
     }
@@ -230,7 +288,7 @@ impl World {
             .slots
             .iter()
             .filter_map(|s| s.node.as_ref())
-            .filter(|n| n.outstanding_requests() > 0)
+            .filter(|n| n.waiting_tickets() > 0)
             .filter_map(|n| self.seated_since.get(&n.me()))
             .map(|since| *since + bound)
             .max();
@@ -263,11 +321,16 @@ impl World {
             Happening::StreamArrival {
                 key,
                 generation,
+                seq,
                 envelope,
-            } => match self
-                .net
-                .stream_arrival(&self.config.net, self.now, key, generation)
-            {
+            } => match self.net.stream_arrival(
+                &self.config.net,
+                self.now,
+                key,
+                generation,
+                seq,
+                &envelope,
+            ) {
                 Some(Fate::Deliver { .. }) => {
                     if let Some(slot) = slot_of(key.to) {
                         self.deliver(slot, Input::Message(envelope));
@@ -281,7 +344,102 @@ impl World {
             Happening::Action(action) => self.act(action),
             Happening::Resume { slot } => self.resume(slot),
             Happening::Reconnect { key } => self.reconnect(key),
+            Happening::DeathCheck { watcher, target } => self.death_check(watcher, target),
+            Happening::Release {
+                slot,
+                process,
+                lock,
+                ticket,
+            } => {
+                if self.process_of(slot) != Some(process) {
+                    return;
+                }
+                if self.slots[slot].clients.remove(&ticket).is_some() {
+                    self.deliver(slot, Input::Release { lock, ticket });
+                }
+            }
         }
+    }
+
+    /// `target` just died: every process watching it (its shell keeps a
+    /// stream open) sees the stream break within a round trip and reconnects.
+    fn streams_break(&mut self, target: ProcessId) {
+        let watchers: Vec<ProcessId> = self
+            .watching
+            .iter()
+            .filter(|(w, list)| **w != target && list.contains(&target))
+            .map(|(w, _)| *w)
+            .collect();
+        for watcher in watchers {
+            // A round trip, plus the moment the watcher's shell notices the
+            // break (its reconnect backoff starts at 50 ms): watchers learn at
+            // different times, some from gossip first.
+            let noticed = Duration::from_micros(self.rng.random_range(0..50_000));
+            let delay = self.net.delay(&self.config.net, &mut self.rng) + noticed;
+            self.push(self.now + delay, Happening::DeathCheck { watcher, target });
+        }
+    }
+
+    /// The reconnect after a broken stream: refused if nothing runs at the
+    /// address, a new incarnation if it restarted; nothing learned if the path
+    /// is cut (the connect times out) or the process is only paused (its
+    /// kernel still accepts).
+    fn death_check(&mut self, watcher: ProcessId, target: ProcessId) {
+        let Some(slot) = slot_of(watcher.addr) else {
+            return;
+        };
+        if !self.running(&watcher)
+            || self.net.is_blocked(watcher.addr, target.addr)
+            || self.net.is_blocked(target.addr, watcher.addr)
+        {
+            return;
+        }
+        let evidence = match slot_of(target.addr).and_then(|s| self.process_of(s)) {
+            None => GoneEvidence::ConnectionRefused,
+            Some(now) if now != target => GoneEvidence::Restarted { now },
+            Some(_) => return,
+        };
+        self.push(
+            self.now,
+            Happening::Input {
+                slot,
+                process: Some(watcher),
+                input: Input::PeerGone {
+                    process: target,
+                    evidence,
+                },
+            },
+        );
+    }
+
+    /// A client of `slot` asks for a lock.
+    fn acquire(&mut self, slot: usize, client: Client) {
+        let Some(process) = self.process_of(slot) else {
+            return;
+        };
+        let state = &mut self.slots[slot];
+        state.next_ticket += 1;
+        let ticket = state.next_ticket;
+        state.clients.insert(ticket, client.clone());
+        if let Some(after) = client.vanishes_after {
+            self.push(
+                self.now + after,
+                Happening::Release {
+                    slot,
+                    process,
+                    lock: client.lock.clone(),
+                    ticket,
+                },
+            );
+        }
+        self.deliver(
+            slot,
+            Input::Acquire {
+                lock: client.lock,
+                ticket,
+                try_only: client.try_only,
+            },
+        );
     }
 
     /// A broken stream comes back once the path is clear: the sender flushes what
@@ -373,9 +531,53 @@ impl World {
                     },
                 ),
                 Output::Event(event) => self.observe(me, &event),
+                Output::Granted { lock, ticket, .. } => {
+                    if let Some(client) = self.slots[slot].clients.get(&ticket) {
+                        self.push(
+                            self.now + client.hold,
+                            Happening::Release {
+                                slot,
+                                process: me,
+                                lock,
+                                ticket,
+                            },
+                        );
+                    }
+                }
+                Output::Lost { lock, ticket, .. } => {
+                    // A holder's client stops its work and gives the ticket back;
+                    // a waiter's ticket is simply over.
+                    let holding = self.slots[slot]
+                        .node
+                        .as_ref()
+                        .is_some_and(|n| n.holds_ticket(&lock, ticket));
+                    if holding {
+                        self.push(
+                            self.now + Duration::from_millis(5),
+                            Happening::Release {
+                                slot,
+                                process: me,
+                                lock,
+                                ticket,
+                            },
+                        );
+                    } else {
+                        self.slots[slot].clients.remove(&ticket);
+                    }
+                }
+                // Nobody in the simulation asks who holds what.
+                Output::Holding { .. } => {}
+                Output::Watch(processes) => {
+                    self.watching.insert(me, processes);
+                }
+                Output::Refused { ticket, .. } => {
+                    self.slots[slot].clients.remove(&ticket);
+                }
                 Output::Left => {
                     self.oracle.on_stop(me);
                     self.slots[slot].node = None;
+                    self.slots[slot].clients.clear();
+                    self.streams_break(me);
                 }
             }
         }
@@ -405,11 +607,16 @@ impl World {
             .net
             .stream_send(&self.config.net, &mut self.rng, self.now, key, &envelope)
         {
-            Fate::Deliver { at, generation } => self.push(
+            Fate::Deliver {
+                at,
+                generation,
+                seq,
+            } => self.push(
                 at,
                 Happening::StreamArrival {
                     key,
                     generation,
+                    seq,
                     envelope,
                 },
             ),
@@ -425,12 +632,37 @@ impl World {
             self.trace.push(line);
             self.events.push((self.now, at, event.clone()));
         }
-        if let Event::ViewInstalled { seated, .. } = event {
+        if let Event::ActiveSetInstalled { seated, .. } = event {
             if *seated {
                 self.seated_since.entry(at).or_insert(self.now);
             } else {
                 self.seated_since.remove(&at);
             }
+        }
+        if let Event::ActiveSetInstalled {
+            removed,
+            source: crate::event::SetSource::Decided,
+            ..
+        } = event
+        {
+            // A member the decider itself still wanted seated was removed by an
+            // earlier vote that Paxos had to carry through, not by a verdict.
+            let wanted = self.proposed.get(&at).cloned().unwrap_or_default();
+            let healthy: Vec<ProcessId> = removed
+                .iter()
+                .copied()
+                .filter(|m| self.healthy_and_connected(at, *m))
+                .collect();
+            for member in &healthy {
+                if wanted.contains(member) {
+                    self.oracle.stats.carried_evictions += 1;
+                } else {
+                    self.oracle.stats.healthy_evictions += 1;
+                }
+            }
+        }
+        if let Event::ProposalStarted { members, .. } = event {
+            self.proposed.insert(at, members.clone());
         }
         if let Event::Enter { .. } = event {
             self.last_entry = self.now;
@@ -440,7 +672,7 @@ impl World {
         }
         let running: BTreeSet<ProcessId> = if matches!(
             event,
-            Event::MemberFailed { .. } | Event::ViewInstalled { .. }
+            Event::MemberFailed { .. } | Event::ActiveSetInstalled { .. }
         ) {
             self.slots
                 .iter()
@@ -450,22 +682,40 @@ impl World {
             BTreeSet::new()
         };
         let cluster = slot_of(at.addr)
-            .and_then(|s| self.slots.get(s)?.node.as_ref()?.view())
+            .and_then(|s| self.slots.get(s)?.node.as_ref()?.active_set())
             .map(|v| v.cluster);
         self.oracle
             .on_event(self.now, at, cluster, event, |p| running.contains(p));
+    }
+
+    /// A process that nothing wrong happened to: running, not paused or cut off
+    /// from `decider` in the last [`SETTLED`], not leaving. Removing it from the
+    /// active set is a needless reconfiguration (a stale verdict acted on).
+    fn healthy_and_connected(&self, decider: ProcessId, member: ProcessId) -> bool {
+        const SETTLED: Duration = Duration::from_secs(2);
+        let Some(slot) = slot_of(member.addr) else {
+            return false;
+        };
+        let settled = |at: Option<Duration>| at.is_none_or(|t| self.now >= t + SETTLED);
+        self.running(&member)
+            && self.slots[slot].paused_until.is_none()
+            && settled(self.slots[slot].resumed_at)
+            && settled(self.last_heal)
+            && !self.net.has_cuts()
+            && !self.leavers.contains(&member)
+            && member != decider
     }
 
     /// The newest active set any running process knows.
     fn latest_view(&self) -> Option<ActiveSet> {
         self.slots
             .iter()
-            .filter_map(|s| s.node.as_ref()?.view().cloned())
+            .filter_map(|s| s.node.as_ref()?.active_set().cloned())
             .max_by_key(|v| (v.cluster.seat_key(), std::cmp::Reverse(v.epoch)))
             .and_then(|oldest_cluster| {
                 self.slots
                     .iter()
-                    .filter_map(|s| s.node.as_ref()?.view().cloned())
+                    .filter_map(|s| s.node.as_ref()?.active_set().cloned())
                     .filter(|v| v.same_cluster(&oldest_cluster))
                     .max_by_key(|v| v.epoch)
             })
@@ -485,8 +735,8 @@ impl World {
                 *m == process
                     || (self.running(m)
                         && slot_of(m.addr).is_some_and(|s| self.slots[s].paused_until.is_none())
-                        && !self.net.is_cut(process.addr, m.addr)
-                        && !self.net.is_cut(m.addr, process.addr))
+                        && !self.net.is_blocked(process.addr, m.addr)
+                        && !self.net.is_blocked(m.addr, process.addr))
             })
             .collect();
         view.is_quorum(&reachable)
@@ -506,7 +756,7 @@ impl World {
         let sets: Vec<ActiveSet> = self
             .slots
             .iter()
-            .filter_map(|s| s.node.as_ref()?.view().cloned())
+            .filter_map(|s| s.node.as_ref()?.active_set().cloned())
             .filter(|v| v.contains(&process))
             .collect();
         if sets.is_empty() {
@@ -532,13 +782,23 @@ impl World {
             Action::Start { slot, seeds } => self.start(slot, seeds),
             Action::Request { slot, count } => {
                 for _ in 0..count {
-                    self.deliver(slot, Input::RequestCs);
+                    let client = Client {
+                        lock: LockName::default_lock(),
+                        hold: self.config.hold,
+                        vanishes_after: None,
+                        try_only: false,
+                    };
+                    self.acquire(slot, client);
                 }
             }
+            Action::Acquire { slot, client } => self.acquire(slot, client),
             Action::Leave { slot } => {
                 if self.config.keep_quorum && !self.can_lose(slot) {
                     self.skipped_faults += 1;
                     return;
+                }
+                if let Some(process) = self.process_of(slot) {
+                    self.leavers.insert(process);
                 }
                 self.deliver(slot, Input::Leave);
             }
@@ -550,7 +810,9 @@ impl World {
                 if let Some(node) = self.slots.get_mut(slot).and_then(|s| s.node.take()) {
                     self.slots[slot].paused_until = None;
                     self.slots[slot].paused_inbox.clear();
+                    self.slots[slot].clients.clear();
                     self.oracle.on_stop(node.me());
+                    self.streams_break(node.me());
                 }
             }
             Action::Pause { slot, duration } => {
@@ -576,7 +838,28 @@ impl World {
                     }
                 }
             }
-            Action::Heal => self.net.heal(),
+            Action::Stall { from, to } => {
+                self.had_partition = true;
+                for f in &from {
+                    for t in &to {
+                        if f != t {
+                            self.net.stall(slot_addr(*f), slot_addr(*t));
+                        }
+                    }
+                }
+            }
+            Action::HealStreams => {
+                self.last_heal = Some(self.now);
+                for envelope in self.net.heal_streams() {
+                    self.transmit(envelope);
+                }
+            }
+            Action::Heal => {
+                self.last_heal = Some(self.now);
+                for envelope in self.net.heal() {
+                    self.transmit(envelope);
+                }
+            }
             Action::BreakStreams { slot } => {
                 if let Some(process) = self.process_of(slot) {
                     for peer in 0..self.slots.len() {
@@ -617,6 +900,7 @@ impl World {
         );
         let state = &mut self.slots[slot];
         state.node = Some(node);
+        state.clients.clear();
         state.started_once = true;
         self.collect(slot);
     }
@@ -626,6 +910,7 @@ impl World {
             return;
         };
         state.paused_until = None;
+        state.resumed_at = Some(self.now);
         let inbox = std::mem::take(&mut state.paused_inbox);
         for input in inbox {
             self.deliver(slot, input);
@@ -633,33 +918,26 @@ impl World {
     }
 
     fn finish(mut self) -> Report {
-        // A spectator waits for a seat by design while every seat is held by a
-        // live member; anyone else still waiting is a liveness failure.
-        let latest = self.latest_view();
-        let seats_all_taken = latest.as_ref().is_some_and(|v| {
-            v.members.len() >= v.max_active as usize && v.members.iter().all(|m| self.running(m))
-        });
+        // Spectators are served through members: anyone still waiting is a
+        // liveness failure, seated or not.
         let mut unserved = Vec::new();
-        let mut spectators_waiting = 0;
+        let spectators_waiting = 0;
         let mut stranded = 0;
         for state in &self.slots {
             if let Some(node) = &state.node {
-                let outstanding = node.outstanding_requests();
-                let seated = latest.as_ref().is_some_and(|v| v.contains(&node.me()));
+                let outstanding = node.waiting_tickets();
                 if outstanding == 0 {
                     continue;
                 }
                 // Every seed it was given is gone for good: it cannot join, as
                 // designed (it keeps trying and logs that it does).
-                let seeds_gone = node.view().is_none()
+                let seeds_gone = node.active_set().is_none()
                     && state
                         .seeds
                         .iter()
                         .all(|s| self.slots.get(*s).is_none_or(|seed| seed.node.is_none()));
                 if seeds_gone {
                     stranded += outstanding;
-                } else if !seated && seats_all_taken {
-                    spectators_waiting += outstanding;
                 } else {
                     unserved.push((node.me(), outstanding));
                 }
@@ -677,7 +955,7 @@ impl World {
         if !unserved.is_empty() && !quorum_lost {
             let list: Vec<String> = unserved.iter().map(|(p, n)| format!("{p}: {n}")).collect();
             self.oracle.violations.push(format!(
-                "requests still unserved {:?} after the last fault healed: {}",
+                "tickets still waiting {:?} after the last fault healed: {}",
                 self.config.liveness_bound,
                 list.join(", ")
             ));

@@ -1,36 +1,60 @@
 //! `ra check`: proves from the shared critical-section file (see [`crate::cs`])
-//! that no two entries overlapped.
+//! that no two holders of one lock overlapped, lock by lock.
 //!
 //! The file is read once, line by line, so a file of millions of lines needs
-//! memory only for the per-node counts and the first violations.
+//! memory only for the counts and the first violations.
 //!
-//! Exit codes: 0 when mutual exclusion held, 1 on a violation, 2 when the file
-//! cannot be read or is not a critical-section file.
+//! With `--logs`, the nodes' JSON logs say which holders the cluster evicted
+//! ([`evictions`]): an entry that no exit closes ends when its holder was
+//! removed from the active set, declared failed, or replaced by a restart.
+//! A later holder then overlapping it is not a violation if its fence is the
+//! larger (a resource that checks fences refuses the evicted one); such cases
+//! are counted apart.
+//!
+//! Exit codes: 0 when mutual exclusion held, 1 on a violation, 2 when a file
+//! cannot be read or is not what it should be.
+
+mod checker;
+pub mod evictions;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cs::CsRecord;
+use clap::Args;
 
-/// Violations kept in detail; the rest are only counted, so a file that is
-/// wrong everywhere does not fill memory or the terminal.
-const MAX_REPORTED: usize = 1000;
+use crate::protocol::lock::Fence;
+pub use checker::Checker;
+pub use evictions::Evictions;
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// The shared critical-section file (JSON lines from --cs-file).
+    pub file: PathBuf,
+    /// The JSON logs of the nodes (--log-format json), all of them: a holder
+    /// the cluster evicted (removed from the active set, declared failed, or
+    /// restarted) stops holding at its eviction.
+    #[arg(long, value_name = "LOG", num_args = 1..)]
+    pub logs: Vec<PathBuf>,
+}
 
 /// What mutual exclusion rule a line broke.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ViolationKind {
-    /// An `enter` while another entry had not exited.
+    /// An `enter` while another entry of that lock had not exited.
     Overlap,
-    /// An `exit` while nobody held the critical section.
+    /// An `exit` while nobody held that lock.
     ExitWithoutHolder,
     /// An `exit` by another node, or with another fence, than the holder's.
     ExitByNonHolder,
-    /// An entry whose fence does not exceed the previous entry's.
+    /// An entry whose fence does not exceed the previous entry's of that lock.
     FenceNotIncreasing,
+    /// An overlap with an evicted holder in which the fence of the holder that
+    /// was not evicted is not the larger: a fenced resource would take both.
+    EvictedFenceNotBelow,
 }
 
 /// One broken rule: the offending line and the earlier line it conflicts with.
@@ -45,6 +69,14 @@ pub struct Violation {
     pub message: String,
 }
 
+/// An overlap or a falling fence that an eviction explains (with `--logs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Excused {
+    pub line: u64,
+    pub earlier_line: Option<u64>,
+    pub message: String,
+}
+
 /// A time span between two lines of the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Span {
@@ -52,9 +84,21 @@ pub struct Span {
     pub micros: i64,
     pub from_line: u64,
     pub to_line: u64,
+    pub lock: String,
     /// The node concerned (the holder, for a hold; the next holder, for a gap).
     pub node: String,
     pub fence: u64,
+}
+
+/// What one lock's records say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LockReport {
+    pub entries: u64,
+    pub exits: u64,
+    /// Entries per node, ordered by node.
+    pub per_node: BTreeMap<String, u64>,
+    /// Lowest and highest fence of its entries.
+    pub fence_range: Option<(u64, u64)>,
 }
 
 /// Everything `ra check` learned from a file.
@@ -64,23 +108,29 @@ pub struct CheckReport {
     pub records: u64,
     pub entries: u64,
     pub exits: u64,
-    /// The most entries without exit at any point: 1 when mutual exclusion held.
+    /// The most holders of one lock at once, evicted ones not counted: 1 when
+    /// mutual exclusion held.
     pub max_holders: usize,
-    /// Entries per node, ordered by node.
-    pub per_node: BTreeMap<String, u64>,
-    /// Lowest and highest fence of all entries.
-    pub fence_range: Option<(u64, u64)>,
-    /// The longest time between an exit and the next entry.
+    pub locks: BTreeMap<String, LockReport>,
+    /// The longest time between an exit and the next entry of the same lock.
     pub longest_gap: Option<Span>,
     /// The longest time between an entry and its exit.
     pub longest_hold: Option<Span>,
-    /// The first [`MAX_REPORTED`] violations, in file order.
+    /// The first thousand violations, in file order.
     pub violations: Vec<Violation>,
     /// All violations, including those not kept.
     pub violation_count: u64,
+    /// Entries that overlapped a holder the cluster had evicted, with the
+    /// larger fence (only with `--logs`).
+    pub evicted_overlaps: Vec<Excused>,
+    /// Entries by a node evicted while it waited, with a fence below the one
+    /// before (only with `--logs`): a fenced resource refuses them.
+    pub stale_entries: Vec<Excused>,
     /// Things that do not break mutual exclusion but deserve a look, such as an
     /// entry that never exits.
     pub warnings: Vec<String>,
+    /// Whether node logs were given.
+    pub with_logs: bool,
 }
 
 impl CheckReport {
@@ -100,6 +150,8 @@ pub enum CheckError {
     },
     /// A line that is not a critical-section record.
     Malformed { line: u64, reason: String },
+    /// A node log given with `--logs` that cannot be read.
+    Log(crate::event::LogError),
 }
 
 impl fmt::Display for CheckError {
@@ -111,6 +163,7 @@ impl fmt::Display for CheckError {
             } => write!(f, "line {line}: cannot read: {source}"),
             CheckError::Io { line: None, source } => write!(f, "cannot read: {source}"),
             CheckError::Malformed { line, reason } => write!(f, "line {line}: {reason}"),
+            CheckError::Log(e) => write!(f, "the node log {e}"),
         }
     }
 }
@@ -120,225 +173,18 @@ impl std::error::Error for CheckError {
         match self {
             CheckError::Io { source, .. } => Some(source),
             CheckError::Malformed { .. } => None,
+            CheckError::Log(e) => Some(e),
         }
     }
-}
-
-/// An entry that has not exited yet.
-#[derive(Clone, Debug)]
-struct Holder {
-    node: String,
-    fence: u64,
-    line: u64,
-    unix_us: u64,
-}
-
-/// The streaming checker: feed it records in file order, then [`Checker::finish`].
-#[derive(Default)]
-pub struct Checker {
-    report: CheckReport,
-    /// Entries that have not exited. More than one only after an overlap; keeping
-    /// them all lets each later exit match its own entry instead of cascading
-    /// into a violation per line.
-    holders: Vec<Holder>,
-    /// The previous entry's fence and line, for the increasing-fence rule.
-    last_entry: Option<(u64, u64)>,
-    /// The last exit, for the gap to the next entry: (unix_us, line).
-    last_exit: Option<(u64, u64)>,
-}
-
-impl Checker {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Parses and checks one line (1-based `line`); empty lines are skipped.
-    pub fn feed_line(&mut self, line: u64, text: &str) -> Result<(), CheckError> {
-        let text = text.trim();
-        if text.is_empty() {
-            return Ok(());
-        }
-        let record: CsRecord = serde_json::from_str(text).map_err(|e| {
-            // serde counts lines within this one line: keep only the column.
-            let message = e.to_string();
-            let position = format!(" at line {} column {}", e.line(), e.column());
-            CheckError::Malformed {
-                line,
-                reason: format!(
-                    "not a critical-section record: {} (column {})",
-                    message.strip_suffix(&position).unwrap_or(&message),
-                    e.column()
-                ),
-            }
-        })?;
-        self.feed(line, &record)
-    }
-
-    /// Checks one record read from line `line`.
-    pub fn feed(&mut self, line: u64, record: &CsRecord) -> Result<(), CheckError> {
-        match record.event.as_str() {
-            "enter" => self.enter(line, record),
-            "exit" => self.exit(line, record),
-            other => {
-                return Err(CheckError::Malformed {
-                    line,
-                    reason: format!("unknown event {other:?} (expected \"enter\" or \"exit\")"),
-                });
-            }
-        }
-        self.report.records += 1;
-        Ok(())
-    }
-
-    fn enter(&mut self, line: u64, r: &CsRecord) {
-        let report = &mut self.report;
-        report.entries += 1;
-        *report.per_node.entry(r.node.clone()).or_default() += 1;
-        report.fence_range = Some(match report.fence_range {
-            Some((lo, hi)) => (lo.min(r.fence), hi.max(r.fence)),
-            None => (r.fence, r.fence),
-        });
-
-        if let Some(holder) = self.holders.last() {
-            let message = format!(
-                "line {line}: enter by {} (fence {}) while {} holds since line {} (fence {})",
-                r.node, r.fence, holder.node, holder.line, holder.fence
-            );
-            let earlier = holder.line;
-            self.violation(ViolationKind::Overlap, line, Some(earlier), message);
-        } else if let Some((exit_us, exit_line)) = self.last_exit {
-            let gap = Span {
-                micros: signed_diff(r.unix_us, exit_us),
-                from_line: exit_line,
-                to_line: line,
-                node: r.node.clone(),
-                fence: r.fence,
-            };
-            if self
-                .report
-                .longest_gap
-                .as_ref()
-                .is_none_or(|g| gap.micros > g.micros)
-            {
-                self.report.longest_gap = Some(gap);
-            }
-        }
-
-        if let Some((fence, fence_line)) = self.last_entry
-            && r.fence <= fence
-        {
-            let message = format!(
-                "line {line}: enter by {} with fence {}, not above fence {fence} of the previous entry on line {fence_line}",
-                r.node, r.fence
-            );
-            self.violation(
-                ViolationKind::FenceNotIncreasing,
-                line,
-                Some(fence_line),
-                message,
-            );
-        }
-        self.last_entry = Some((r.fence, line));
-        self.holders.push(Holder {
-            node: r.node.clone(),
-            fence: r.fence,
-            line,
-            unix_us: r.unix_us,
-        });
-        self.report.max_holders = self.report.max_holders.max(self.holders.len());
-    }
-
-    fn exit(&mut self, line: u64, r: &CsRecord) {
-        self.report.exits += 1;
-        let found = self
-            .holders
-            .iter()
-            .rposition(|h| h.node == r.node && h.fence == r.fence);
-        match found {
-            Some(i) => {
-                let holder = self.holders.remove(i);
-                let hold = Span {
-                    micros: signed_diff(r.unix_us, holder.unix_us),
-                    from_line: holder.line,
-                    to_line: line,
-                    node: holder.node,
-                    fence: holder.fence,
-                };
-                if self
-                    .report
-                    .longest_hold
-                    .as_ref()
-                    .is_none_or(|h| hold.micros > h.micros)
-                {
-                    self.report.longest_hold = Some(hold);
-                }
-                if self.holders.is_empty() {
-                    self.last_exit = Some((r.unix_us, line));
-                }
-            }
-            None => match self.holders.last() {
-                None => {
-                    let earlier = self.last_exit.map(|(_, l)| l);
-                    let since = match earlier {
-                        Some(l) => format!(" (the last exit was on line {l})"),
-                        None => " (no entry before it)".to_string(),
-                    };
-                    let message = format!(
-                        "line {line}: exit by {} (fence {}) while nobody holds{since}",
-                        r.node, r.fence
-                    );
-                    self.violation(ViolationKind::ExitWithoutHolder, line, earlier, message);
-                }
-                Some(holder) => {
-                    let message = format!(
-                        "line {line}: exit by {} (fence {}) but {} holds since line {} (fence {})",
-                        r.node, r.fence, holder.node, holder.line, holder.fence
-                    );
-                    let earlier = holder.line;
-                    self.violation(ViolationKind::ExitByNonHolder, line, Some(earlier), message);
-                }
-            },
-        }
-    }
-
-    fn violation(
-        &mut self,
-        kind: ViolationKind,
-        line: u64,
-        earlier_line: Option<u64>,
-        message: String,
-    ) {
-        self.report.violation_count += 1;
-        if self.report.violations.len() < MAX_REPORTED {
-            self.report.violations.push(Violation {
-                kind,
-                line,
-                earlier_line,
-                message,
-            });
-        }
-    }
-
-    /// The report, with a warning for each entry that never exited.
-    pub fn finish(mut self) -> CheckReport {
-        for h in &self.holders {
-            self.report.warnings.push(format!(
-                "line {}: enter by {} (fence {}) has no exit: the holder crashed inside the critical section, is still inside, or the file was cut short",
-                h.line, h.node, h.fence
-            ));
-        }
-        self.report
-    }
-}
-
-fn signed_diff(later: u64, earlier: u64) -> i64 {
-    (i128::from(later) - i128::from(earlier)).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
-        as i64
 }
 
 /// Checks the records of a whole file held in memory (tests, small files).
 pub fn check_lines(text: &str) -> Result<CheckReport, CheckError> {
-    let mut checker = Checker::new();
+    check_lines_with(text, Checker::new())
+}
+
+/// Checks the records of a text with a prepared checker.
+pub fn check_lines_with(text: &str, mut checker: Checker) -> Result<CheckReport, CheckError> {
     for (i, line) in text.lines().enumerate() {
         checker.feed_line(i as u64 + 1, line)?;
     }
@@ -346,8 +192,14 @@ pub fn check_lines(text: &str) -> Result<CheckReport, CheckError> {
 }
 
 /// Checks records as they are read: one line in memory at a time.
-pub fn check_reader(mut reader: impl BufRead) -> Result<CheckReport, CheckError> {
-    let mut checker = Checker::new();
+pub fn check_reader(reader: impl BufRead) -> Result<CheckReport, CheckError> {
+    check_reader_with(reader, Checker::new())
+}
+
+fn check_reader_with(
+    mut reader: impl BufRead,
+    mut checker: Checker,
+) -> Result<CheckReport, CheckError> {
     let mut buf = Vec::new();
     let mut line = 0u64;
     loop {
@@ -383,8 +235,19 @@ pub fn check_reader(mut reader: impl BufRead) -> Result<CheckReport, CheckError>
 
 /// Checks a file by path.
 pub fn check_file(path: &Path) -> Result<CheckReport, CheckError> {
+    check_file_with_logs(path, &[])
+}
+
+/// Checks a file by path, ending evicted holders' entries at their eviction as
+/// the node logs show it (no logs: the plain check).
+pub fn check_file_with_logs(path: &Path, logs: &[PathBuf]) -> Result<CheckReport, CheckError> {
+    let checker = if logs.is_empty() {
+        Checker::new()
+    } else {
+        Checker::with_evictions(Evictions::read(logs).map_err(CheckError::Log)?)
+    };
     let file = File::open(path).map_err(|source| CheckError::Io { line: None, source })?;
-    check_reader(BufReader::with_capacity(1 << 16, file))
+    check_reader_with(BufReader::with_capacity(1 << 16, file), checker)
 }
 
 fn duration(micros: i64) -> String {
@@ -400,33 +263,61 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// A token with its (epoch, seq) pair, when it reads as one.
+fn fence_pair(token: u64) -> String {
+    let f = Fence::from_token(token);
+    format!("epoch {} seq {}", f.epoch, f.seq)
+}
+
 /// The summary printed on stdout, violations and verdict included.
 pub fn summary(report: &CheckReport) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}, {} ({})",
+        "{}, {} ({}) of {}",
         plural(report.entries, "entry", "entries"),
         plural(report.exits, "exit", "exits"),
-        plural(report.records, "record", "records")
+        plural(report.records, "record", "records"),
+        plural(report.locks.len() as u64, "lock", "locks")
     );
-    if !report.per_node.is_empty() {
-        let _ = writeln!(out, "holders:");
-        let width = report.per_node.keys().map(String::len).max().unwrap_or(0);
-        for (node, n) in &report.per_node {
+    let width = report
+        .locks
+        .values()
+        .flat_map(|l| l.per_node.keys())
+        .map(String::len)
+        .max()
+        .unwrap_or(0);
+    for (name, lock) in &report.locks {
+        let _ = write!(
+            out,
+            "lock {name}: {}",
+            plural(lock.entries, "entry", "entries")
+        );
+        if let Some((lo, hi)) = lock.fence_range {
+            let _ = write!(
+                out,
+                ", fences {lo} .. {hi} ({} .. {})",
+                fence_pair(lo),
+                fence_pair(hi)
+            );
+        }
+        let _ = writeln!(out);
+        for (node, n) in &lock.per_node {
             let _ = writeln!(out, "  {node:<width$}  {}", plural(*n, "entry", "entries"));
         }
     }
-    if let Some((lo, hi)) = report.fence_range {
-        let _ = writeln!(out, "fences: {lo} .. {hi}");
-    }
-    let _ = writeln!(out, "most holders at once: {}", report.max_holders);
+    let _ = writeln!(
+        out,
+        "most holders of one lock at once: {}",
+        report.max_holders
+    );
     if let Some(h) = &report.longest_hold {
         let _ = writeln!(
             out,
-            "longest hold: {} by {} (fence {}, lines {}-{})",
+            "longest hold: {} of {} by {} (fence {}, lines {}-{})",
             duration(h.micros),
+            h.lock,
             h.node,
             h.fence,
             h.from_line,
@@ -436,19 +327,38 @@ pub fn summary(report: &CheckReport) -> String {
     if let Some(g) = &report.longest_gap {
         let _ = writeln!(
             out,
-            "longest gap between an exit and the next entry: {} (lines {}-{}, then {} entered)",
+            "longest gap between an exit and the next entry: {} (lines {}-{}, then {} took {})",
             duration(g.micros),
             g.from_line,
             g.to_line,
-            g.node
+            g.node,
+            g.lock
         );
     }
     if report.entries > 0 {
         // The file records entries and exits, not when a request was made.
         let _ = writeln!(
             out,
-            "longest wait: not in this file (it has no request times); see waited_ms on the enter events of the node logs"
+            "longest wait: not in this file (it has no request times); see `waited` on the enter events of the node logs"
         );
+    }
+    if report.with_logs {
+        let _ = writeln!(
+            out,
+            "overlaps with an evicted holder (the later fence the larger): {}",
+            report.evicted_overlaps.len()
+        );
+        for e in &report.evicted_overlaps {
+            let _ = writeln!(out, "  {}", e.message);
+        }
+        let _ = writeln!(
+            out,
+            "entries by a node evicted while it waited (the fence the smaller): {}",
+            report.stale_entries.len()
+        );
+        for e in &report.stale_entries {
+            let _ = writeln!(out, "  {}", e.message);
+        }
     }
     for w in &report.warnings {
         let _ = writeln!(out, "warning: {w}");
@@ -472,9 +382,9 @@ pub fn summary(report: &CheckReport) -> String {
     out
 }
 
-pub fn run(args: &crate::cli::CheckArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let path = &args.file;
-    match check_file(path) {
+    match check_file_with_logs(path, &args.logs) {
         Ok(report) => {
             print!("{}", summary(&report));
             Ok(if report.ok() {
@@ -482,6 +392,10 @@ pub fn run(args: &crate::cli::CheckArgs) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Err(e @ CheckError::Log(_)) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(2))
         }
         Err(e) => {
             // Not Err: main would exit with 1, which means "violation" here.

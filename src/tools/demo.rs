@@ -1,100 +1,78 @@
 //! `ra demo`: a real cluster on loopback, told as a story, judged at the end.
 //!
-//! Every node is a separate `ra` process with its own sockets and a JSON log; the
-//! demo drives them through stdin exactly as a person would, merges their logs
-//! into one timeline as it goes, and checks the shared critical-section file.
+//! Every node is a separate `ra` process ([`RaProcess`]) with its own sockets
+//! and a JSON log; the demo drives them through stdin exactly as a person would,
+//! merges their logs into one timeline as it goes, and checks the shared
+//! critical-section file.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use clap::Args;
 
-use crate::cli::DemoArgs;
+use crate::cs::CsRecord;
+use crate::event::{Event, LogRecord};
 use crate::tools::check;
+use crate::tools::process::{RaProcess, Spawn, write_quick_config};
 
-/// Events worth a line in the story; the rest stays in the logs.
-const STORY: &[&str] = &[
-    "founded",
-    "member_joined",
-    "member_left",
-    "member_failed",
-    "member_restarted",
-    "active_set",
-    "waiting_for_seat",
-    "request",
-    "request_received",
-    "reply_sent",
-    "enter",
-    "exit",
-    "leaving",
-    "left",
-    "dropped",
-];
-
-struct DemoNode {
-    name: String,
-    addr: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    log: PathBuf,
-    read_offset: u64,
-    events: Vec<Value>,
+#[derive(Args, Debug, Clone)]
+pub struct DemoArgs {
+    /// Nodes in the initial cluster.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Rounds in which every node asks for the critical section at once.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// How long each entry holds the critical section, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub hold_ms: u64,
+    /// Where to write the logs and the shared file (default: a new directory
+    /// under the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Print only the verdict, not the timeline.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
-impl DemoNode {
-    fn type_line(&mut self, line: &str) -> Result<()> {
-        let stdin = self.stdin.as_mut().context("the node's stdin is closed")?;
-        writeln!(stdin, "{line}")
-            .with_context(|| format!("{} stopped reading its input", self.name))?;
-        stdin.flush()?;
-        Ok(())
-    }
+/// Events worth a line in the story; the rest stays in the logs.
+fn in_story(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Founded { .. }
+            | Event::MemberJoined { .. }
+            | Event::MemberLeft { .. }
+            | Event::MemberFailed { .. }
+            | Event::MemberRestarted { .. }
+            | Event::ActiveSetInstalled { .. }
+            | Event::WaitingForSeat { .. }
+            | Event::RequestIssued { .. }
+            | Event::RequestReceived { .. }
+            | Event::ReplySent { .. }
+            | Event::Enter { .. }
+            | Event::Exit { .. }
+            | Event::Lost { .. }
+            | Event::Leaving { .. }
+            | Event::Left
+            | Event::Dropped { .. }
+    )
+}
 
-    /// New complete lines of the log since the last call.
-    fn read_new(&mut self) -> Vec<Value> {
-        let Ok(mut file) = File::open(&self.log) else {
-            return Vec::new();
-        };
-        if file.seek(SeekFrom::Start(self.read_offset)).is_err() {
-            return Vec::new();
-        }
-        let mut reader = BufReader::new(file);
-        let mut fresh = Vec::new();
-        let mut line = String::new();
-        while let Ok(n) = reader.read_line(&mut line) {
-            if n == 0 || !line.ends_with('\n') {
-                break;
-            }
-            self.read_offset += n as u64;
-            if let Ok(value) = serde_json::from_str::<Value>(&line) {
-                fresh.push(value);
-            }
-            line.clear();
-        }
-        self.events.extend(fresh.iter().cloned());
-        fresh
-    }
-
-    fn count(&self, kind: &str) -> usize {
-        self.events.iter().filter(|e| e["event"] == kind).count()
-    }
-
-    fn last_active_set(&self) -> Option<String> {
-        self.events
-            .iter()
-            .rev()
-            .find(|e| e["event"] == "active_set")
-            .and_then(|e| e["members"].as_str().map(str::to_string))
-    }
-
-    fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
-    }
+fn is_asked(e: &Event) -> bool {
+    matches!(e, Event::Asked { .. })
+}
+fn is_enter(e: &Event) -> bool {
+    matches!(e, Event::Enter { .. })
+}
+fn is_exit(e: &Event) -> bool {
+    matches!(e, Event::Exit { .. })
+}
+fn is_left(e: &Event) -> bool {
+    matches!(e, Event::Left)
 }
 
 struct Demo {
@@ -102,24 +80,15 @@ struct Demo {
     cs_file: PathBuf,
     config: PathBuf,
     hold_ms: u64,
-    nodes: Vec<DemoNode>,
+    nodes: Vec<RaProcess>,
     quiet: bool,
+    /// Records already put in the story, per node.
+    told: Vec<usize>,
     /// Log lines read but not printed yet: they wait a moment so that lines of
-    /// different processes come out in timestamp order. (timestamp, read at,
-    /// node, message)
-    pending: Vec<(String, Instant, String, String)>,
-    /// The time of the first event, as Unix microseconds: the story counts from it.
-    first_event: Option<i64>,
-}
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        // Leave no process behind, whatever happened.
-        for node in &mut self.nodes {
-            let _ = node.child.kill();
-            let _ = node.child.wait();
-        }
-    }
+    /// different processes come out in time order. (time, read at, node, message)
+    pending: Vec<(jiff::Timestamp, Instant, String, String)>,
+    /// The time of the first event: the story counts from it.
+    first_event: Option<jiff::Timestamp>,
 }
 
 impl Demo {
@@ -133,65 +102,48 @@ impl Demo {
 
     fn start_node(&mut self, join: Option<usize>) -> Result<usize> {
         let index = self.nodes.len();
-        let port = super::free_loopback_port()?;
         let name = format!("n{}", index + 1);
-        let addr = format!("127.0.0.1:{port}");
-        let log = self.dir.join(format!("{name}.log"));
         let exe = std::env::current_exe().context("cannot find the ra executable")?;
-        let mut command = Command::new(exe);
-        command
-            .args(["--bind", &addr, "--log-format", "json", "--hold-ms"])
+        let mut spawn = Spawn::new(exe, &self.dir, &name)
+            .arg("--hold-ms")
             .arg(self.hold_ms.to_string())
             .arg("--cs-file")
             .arg(&self.cs_file)
             .arg("--config")
             .arg(&self.config);
-        if let Some(seed) = join {
-            command.args(["--join", &self.nodes[seed].addr]);
+        let seed = join.map(|seed| self.nodes[seed].addr());
+        if let Some(seed) = seed {
+            spawn = spawn.join(seed);
         }
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(File::create(self.dir.join(format!("{name}.out")))?)
-            .stderr(File::create(&log)?)
-            .spawn()
-            .context("cannot start a node")?;
-        let stdin = child.stdin.take();
+        let node = RaProcess::start(spawn).with_context(|| format!("cannot start {name}"))?;
         if !self.quiet {
-            let how = match join {
-                Some(seed) => format!("ra --bind {addr} --join {}", self.nodes[seed].addr),
-                None => format!("ra --bind {addr}"),
+            let how = match seed {
+                Some(seed) => format!("ra --bind 127.0.0.1:0 --join {seed}"),
+                None => "ra --bind 127.0.0.1:0".to_string(),
             };
-            println!("   {name} = {addr}   ({how})");
+            println!("   {name} = {}   ({how})", node.addr());
         }
-        self.nodes.push(DemoNode {
-            name,
-            addr,
-            child,
-            stdin,
-            log,
-            read_offset: 0,
-            events: Vec::new(),
-        });
+        self.nodes.push(node);
+        self.told.push(0);
         Ok(index)
     }
 
-    /// Read the logs, print the story so far, and check that no node died.
+    /// Read the logs and print the story so far.
     fn pump(&mut self, flush: bool) -> Result<()> {
         for i in 0..self.nodes.len() {
-            let fresh = self.nodes[i].read_new();
+            self.nodes[i].poll()?;
+            let fresh: Vec<LogRecord> = self.nodes[i].records_read()[self.told[i]..].to_vec();
+            self.told[i] += fresh.len();
             let name = self.nodes[i].name.clone();
-            for event in fresh {
-                let kind = event["event"].as_str().unwrap_or_default();
-                if STORY.contains(&kind) {
-                    let at = event["timestamp"].as_str().unwrap_or_default().to_string();
-                    let message = self.shorten(event["message"].as_str().unwrap_or_default());
+            for record in fresh {
+                if in_story(&record.event) {
+                    let message = self.shorten(&record.message);
                     self.pending
-                        .push((at, Instant::now(), name.clone(), message));
+                        .push((record.time, Instant::now(), name.clone(), message));
                 }
             }
         }
-        // RFC 3339 timestamps of one clock sort as text.
-        self.pending.sort();
+        self.pending.sort_by_key(|p| p.0);
         let settle = Duration::from_millis(150);
         let cut = if flush {
             self.pending.len()
@@ -205,22 +157,23 @@ impl Demo {
         let ready: Vec<_> = self.pending.drain(..cut).collect();
         if !self.quiet {
             for (at, _, name, message) in ready {
-                let micros = crate::tools::time::parse_rfc3339(&at).unwrap_or(0);
-                let first = *self.first_event.get_or_insert(micros);
-                println!(
-                    "{:>8.3}s  {name:<3} {message}",
-                    (micros - first) as f64 / 1e6
-                );
+                let first = *self.first_event.get_or_insert(at);
+                let since = at.duration_since(first).as_secs_f64();
+                println!("{since:>8.3}s  {name:<3} {message}");
             }
         }
         Ok(())
     }
 
-    /// Node names instead of addresses: the story reads better.
+    /// Node names instead of addresses: the story reads better. The node's
+    /// sentences name a peer on the same host by `:PORT`.
     fn shorten(&self, message: &str) -> String {
         let mut text = message.trim().to_string();
         for node in &self.nodes {
-            text = text.replace(&node.addr, &node.name);
+            text = text.replace(&node.addr().to_string(), &node.name);
+        }
+        for node in &self.nodes {
+            text = replace_port(&text, node.addr(), &node.name);
         }
         text
     }
@@ -249,40 +202,50 @@ impl Demo {
         std::fs::read_to_string(&self.cs_file)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.contains("\"event\":\"exit\""))
+            .filter_map(|l| serde_json::from_str::<CsRecord>(l).ok())
+            .filter(|r| r.event == "exit")
             .count()
     }
 
     /// A running node with a request not yet served.
     fn first_waiting(&self) -> Option<usize> {
-        (0..self.nodes.len()).find(|&i| {
-            let node = &self.nodes[i];
-            node.count("left") == 0 && node.count("asked") > node.count("exit")
-        })
+        self.nodes
+            .iter()
+            .position(|node| node.count(is_left) == 0 && node.count(is_asked) > node.count(is_exit))
     }
 
     /// A running member of the active set with nothing left to ask.
     fn idle_active_member(&self) -> Option<usize> {
         (0..self.nodes.len()).rev().find(|&i| {
             let node = &self.nodes[i];
-            node.count("left") == 0
-                && node.count("asked") == node.count("exit")
-                && node
-                    .last_active_set()
-                    .is_some_and(|set| set.contains(&node.addr))
+            node.count(is_left) == 0
+                && node.count(is_asked) == node.count(is_exit)
+                && node.active_set().is_some_and(|set| set.contains(&node.me))
         })
     }
 
     fn entries_of(&self, index: usize) -> usize {
-        self.nodes[index].count("exit")
+        self.nodes[index].count(is_exit)
     }
 }
 
-/// Settings for the demo: the founder need not wait the default 4 s for an old
-/// cluster that cannot exist here.
-fn write_config(path: &Path) -> Result<()> {
-    std::fs::write(path, "[cluster]\nfound_after_ms = 300\n")
-        .with_context(|| format!("cannot write {}", path.display()))
+/// `:PORT` (not followed by another digit) to `name`.
+fn replace_port(text: &str, addr: SocketAddr, name: &str) -> String {
+    let short = format!(":{}", addr.port());
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = rest.find(&short) {
+        let after = &rest[pos + short.len()..];
+        out.push_str(&rest[..pos]);
+        if after.starts_with(|c: char| c.is_ascii_digit()) {
+            out.push_str(&short);
+        } else {
+            out.push_str(name);
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 pub fn run(args: &DemoArgs) -> Result<ExitCode> {
@@ -290,14 +253,22 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         bail!("--nodes must be at least 2");
     }
     let dir = match &args.dir {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("ra-demo-{}", crate::cs::unix_us() / 1_000_000)),
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir.clone()
+        }
+        // A fresh directory each run, kept afterwards: the story names its files.
+        None => tempfile::Builder::new()
+            .prefix("ra-demo-")
+            .tempdir()
+            .context("cannot create a directory for the demo")?
+            .keep(),
     };
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let cs_file = dir.join("cs.jsonl");
     let _ = std::fs::remove_file(&cs_file);
     let config = dir.join("demo.toml");
-    write_config(&config)?;
+    write_quick_config(&config, Duration::from_millis(300))?;
     let mut demo = Demo {
         dir: dir.clone(),
         cs_file,
@@ -305,6 +276,7 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         hold_ms: args.hold_ms,
         nodes: Vec::new(),
         quiet: args.quiet,
+        told: Vec::new(),
         pending: Vec::new(),
         first_event: None,
     };
@@ -329,8 +301,9 @@ pub fn run(args: &DemoArgs) -> Result<ExitCode> {
         dir.display()
     );
     println!(
-        "check the shared file again:     ra check {}",
-        demo.cs_file.display()
+        "check the shared file again:     ra check {} --logs {}/n*.log",
+        demo.cs_file.display(),
+        dir.display()
     );
     match (verdict, result, stopped) {
         (true, Ok(()), Ok(())) => Ok(ExitCode::SUCCESS),
@@ -357,10 +330,9 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
     }
     let seated = args.nodes.min(3);
     demo.wait_until("the active set to form", Duration::from_secs(20), |d| {
-        d.nodes.iter().all(|n| {
-            n.last_active_set()
-                .is_some_and(|set| set.matches(", ").count() + 1 == seated)
-        })
+        d.nodes
+            .iter()
+            .all(|n| n.active_set().is_some_and(|set| set.len() == seated))
     })?;
 
     for round in 1..=args.rounds {
@@ -368,11 +340,11 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
             "Round {round}: every node asks for the critical section at the same moment"
         ));
         let before = demo.exits_in_file();
-        let active: Vec<usize> = (0..demo.nodes.len()).collect();
-        for &i in &active {
-            demo.nodes[i].type_line("")?;
+        let everyone = demo.nodes.len();
+        for node in &mut demo.nodes {
+            node.type_line("")?;
         }
-        let want = before + active.len().min(seated);
+        let want = before + everyone.min(seated);
         demo.wait_until(
             "every seated node to be served",
             Duration::from_secs(30),
@@ -386,13 +358,13 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
     demo.wait_until(
         "the newcomer to learn the active set",
         Duration::from_secs(20),
-        |d| d.nodes[newcomer].last_active_set().is_some(),
+        |d| d.nodes[newcomer].active_set().is_some(),
     )?;
     demo.nodes[newcomer].type_line("")?;
     demo.wait_until(
         "the newcomer to report its place in line",
         Duration::from_secs(10),
-        |d| d.nodes[newcomer].count("waiting_for_seat") > 0,
+        |d| d.nodes[newcomer].logged(|e| matches!(e, Event::WaitingForSeat { .. })),
     )?;
     std::thread::sleep(Duration::from_millis(500));
     demo.pump(false)?;
@@ -435,7 +407,7 @@ fn stop_all(demo: &mut Demo) -> Result<()> {
         }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && !demo.nodes.iter_mut().all(DemoNode::exited) {
+    while Instant::now() < deadline && !demo.nodes.iter_mut().all(RaProcess::exited) {
         let _ = demo.pump(false);
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -447,8 +419,7 @@ fn stop_all(demo: &mut Demo) -> Result<()> {
             if n.exited() {
                 None
             } else {
-                let _ = n.child.kill();
-                let _ = n.child.wait();
+                n.kill();
                 Some(n.name.clone())
             }
         })
@@ -466,7 +437,8 @@ fn stop_all(demo: &mut Demo) -> Result<()> {
 /// The verdict: what the shared file proves, and what the logs count.
 fn judge(demo: &Demo, failure: Option<&anyhow::Error>) -> bool {
     println!("\n== Verdict");
-    let report = match check::check_file(&demo.cs_file) {
+    let logs: Vec<PathBuf> = demo.nodes.iter().map(|n| n.log.clone()).collect();
+    let report = match check::check_file_with_logs(&demo.cs_file, &logs) {
         Ok(report) => report,
         Err(e) => {
             println!(
@@ -477,25 +449,25 @@ fn judge(demo: &Demo, failure: Option<&anyhow::Error>) -> bool {
         }
     };
     let entries = report.entries;
-    let asked: usize = demo.nodes.iter().map(|n| n.count("asked")).sum();
-    let served: usize = demo.nodes.iter().map(|n| n.count("enter")).sum();
+    let count =
+        |pick: fn(&Event) -> bool| -> usize { demo.nodes.iter().map(|n| n.count(pick)).sum() };
+    let asked = count(is_asked);
+    let served = count(is_enter);
     let dropped: usize = demo
         .nodes
         .iter()
-        .flat_map(|n| &n.events)
-        .filter(|e| e["event"] == "leaving")
-        .filter_map(|e| e["dropped"].as_u64())
-        .sum::<u64>() as usize;
-    let outstanding = asked.saturating_sub(served + dropped);
-    let messages: usize = demo
-        .nodes
-        .iter()
-        .map(|n| n.count("request_sent") + n.count("reply_sent"))
+        .flat_map(|n| n.records_read())
+        .map(|r| match r.event {
+            Event::Leaving { dropped_tickets } => dropped_tickets,
+            _ => 0,
+        })
         .sum();
+    let outstanding = asked.saturating_sub(served + dropped);
+    let messages = count(|e| matches!(e, Event::RequestSent { .. } | Event::ReplySent { .. }));
     let by_node: BTreeMap<&str, usize> = demo
         .nodes
         .iter()
-        .map(|n| (n.name.as_str(), n.count("enter")))
+        .map(|n| (n.name.as_str(), n.count(is_enter)))
         .collect();
     println!(
         "entries served:            {entries}  ({})",
@@ -527,4 +499,18 @@ fn judge(demo: &Demo, failure: Option<&anyhow::Error>) -> bool {
         }
     );
     held && outstanding == 0 && failure.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_become_names_but_longer_ports_stay() {
+        let addr: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(
+            replace_port("asking [:4000, :40001]: :4000", addr, "n1"),
+            "asking [n1, :40001]: n1"
+        );
+    }
 }

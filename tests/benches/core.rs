@@ -16,9 +16,12 @@ use divan::{Bencher, black_box};
 use ra::node::{Input, Node, NodeSettings};
 use ra::protocol::active_set::ActiveSet;
 use ra::protocol::ids::ProcessId;
+use ra::protocol::lock::LockName;
 use ra::protocol::message::{Body, Envelope};
-use ra::protocol::mutex::{Decision, Mutations, RicartAgrawala, State};
-use ra::protocol::reconfig::{Acceptor, Ballot, Proposal, ProposalStep, Vote};
+use ra::protocol::paxos::{Acceptor, Ballot, Proposal, ProposalStep, Vote};
+use ra::protocol::ricart_agrawala::{
+    Decision, DeferredRequest, Grant, Mutations, RicartAgrawala, State,
+};
 
 fn main() {
     divan::main();
@@ -58,9 +61,12 @@ fn request(from: u16, timestamp: u64) -> Envelope {
         B,
         timestamp,
         Body::Request {
+            lock: LockName::default_lock(),
             request_id: 1,
+            attempt: 0,
             timestamp,
-            view: view(&[A, B, C]),
+            set: view(&[A, B, C]),
+            try_only: false,
         },
     )
 }
@@ -71,16 +77,40 @@ fn reply(from: u16) -> Envelope {
         B,
         10,
         Body::Reply {
+            lock: LockName::default_lock(),
             request_id: 1,
+            attempt: 0,
             epoch: EPOCH,
             fence_seq: 0,
-            deferred: false,
+            held: Duration::ZERO,
         },
     )
 }
 
 mod ricart_agrawala {
     use super::*;
+
+    fn incoming(timestamp: u64) -> DeferredRequest {
+        DeferredRequest {
+            request_id: 1,
+            attempt: 0,
+            timestamp,
+            epoch: EPOCH,
+            received_at: Duration::ZERO,
+        }
+    }
+
+    fn grant() -> Grant {
+        Grant {
+            request_id: 1,
+            attempt: 0,
+            epoch: EPOCH,
+            fence_seq: 0,
+            held: Duration::ZERO,
+        }
+    }
+
+    const LEASE: Option<Duration> = Some(Duration::from_millis(900));
 
     /// Idle: grant at once.
     #[divan::bench]
@@ -89,15 +119,13 @@ mod ricart_agrawala {
         bencher.bench_local(|| {
             ra.on_request(
                 black_box(pid(A)),
-                1,
-                black_box(9),
-                EPOCH,
+                black_box(incoming(9)),
                 10,
                 Mutations::default(),
             )
         });
         assert_eq!(
-            ra.on_request(pid(A), 1, 9, EPOCH, 10, Mutations::default()),
+            ra.on_request(pid(A), incoming(9), 10, Mutations::default()),
             Decision::Grant
         );
     }
@@ -106,19 +134,17 @@ mod ricart_agrawala {
     #[divan::bench]
     fn on_request_defer(bencher: Bencher) {
         let mut ra = RicartAgrawala::new(pid(B));
-        ra.issue(3, &view(&[A, B, C]));
+        ra.issue(1, 3, &view(&[A, B, C]), Duration::ZERO);
         bencher.bench_local(|| {
             ra.on_request(
                 black_box(pid(A)),
-                1,
-                black_box(9),
-                EPOCH,
+                black_box(incoming(9)),
                 10,
                 Mutations::default(),
             )
         });
         assert!(matches!(
-            ra.on_request(pid(A), 1, 9, EPOCH, 10, Mutations::default()),
+            ra.on_request(pid(A), incoming(9), 10, Mutations::default()),
             Decision::Defer(_)
         ));
     }
@@ -130,13 +156,13 @@ mod ricart_agrawala {
         bencher
             .with_inputs(|| {
                 let mut ra = RicartAgrawala::new(pid(B));
-                ra.issue(3, &set);
+                ra.issue(1, 3, &set, Duration::ZERO);
                 ra
             })
             .bench_local_refs(|ra| {
-                ra.on_reply(pid(A), 1, EPOCH, 0);
-                ra.on_reply(pid(C), 1, EPOCH, 0);
-                ra.enter()
+                ra.on_reply(pid(A), grant(), Duration::ZERO, LEASE);
+                ra.on_reply(pid(C), grant(), Duration::ZERO, LEASE);
+                ra.enter(Duration::ZERO)
             });
     }
 }
@@ -161,12 +187,12 @@ mod node {
                 B,
                 1,
                 Body::Decided {
-                    view: view(&[A, B, C]),
+                    set: view(&[A, B, C]),
                 },
             )),
         );
         assert_eq!(
-            node.view().map(|v| v.epoch),
+            node.active_set().map(|v| v.epoch),
             Some(EPOCH),
             "B adopted the set"
         );
@@ -177,9 +203,19 @@ mod node {
     /// Seated and waiting for the replies to its own request #1.
     fn waiting() -> Node {
         let mut node = seated();
-        node.handle(Duration::from_millis(2), Input::RequestCs);
+        node.handle(
+            Duration::from_millis(2),
+            Input::Acquire {
+                lock: LockName::default_lock(),
+                ticket: 1,
+                try_only: false,
+            },
+        );
         assert!(
-            matches!(node.mutex_state(), State::Waiting(_)),
+            matches!(
+                node.lock_state(&LockName::default_lock()),
+                Some(State::Waiting(_))
+            ),
             "B requested"
         );
         node.drain_outputs().for_each(drop);
@@ -207,7 +243,10 @@ mod node {
         bencher
             .with_inputs(|| request(A, 1_000_000))
             .bench_local_values(|message| handle(&mut node, message));
-        assert!(!matches!(node.mutex_state(), State::Idle));
+        assert!(!matches!(
+            node.lock_state(&LockName::default_lock()),
+            Some(State::Idle)
+        ));
     }
 
     /// The first of two replies: counted.
@@ -218,7 +257,7 @@ mod node {
             .bench_local_refs(|(node, message)| handle(node, message.clone()));
     }
 
-    /// The last reply: counted, and B enters (the exit timer armed).
+    /// The last reply: counted, and B enters (the grant goes to the client).
     #[divan::bench]
     fn reply_enters(bencher: Bencher) {
         bencher
@@ -229,7 +268,7 @@ mod node {
             })
             .bench_local_refs(|(node, message)| {
                 let outputs = handle(node, message.clone());
-                debug_assert!(node.mutex_state() != &State::Idle);
+                debug_assert!(node.lock_state(&LockName::default_lock()) != Some(&State::Idle));
                 outputs
             });
     }
@@ -268,7 +307,7 @@ mod membership {
             let mut value = None;
             for (member, acceptor) in &mut acceptors {
                 if let Vote::Promise { accepted } = acceptor.on_prepare(ballot)
-                    && let ProposalStep::SendAccept(members) =
+                    && let ProposalStep::SendAccept { members, .. } =
                         proposal.on_promise(*member, ballot, accepted)
                 {
                     value = Some(members);

@@ -1,0 +1,238 @@
+//! What this node has seen for itself, as opposed to what gossip says: which
+//! processes it has heard from directly, which addresses a cluster like ours
+//! could use, and how fast it lets others make it renew its identity.
+//!
+//! Gossip can be wrong (a stale verdict from a healed partition) or, in plain
+//! mode, forged or corrupted. So a process is seated only once this node has
+//! heard from it itself, a seated member that never answers loses its seat, a
+//! fresh "down" verdict about a member heard from a moment ago waits for the
+//! refutation that usually follows, and nothing is ever sent to an address no
+//! member of this cluster could have.
+
+use super::*;
+
+/// Direct contacts remembered at most: a flood of datagrams from forged source
+/// addresses cannot grow this without bound.
+const MAX_CONTACTS: usize = 4096;
+
+impl Node {
+    /// Whether a member of this cluster could be at `addr`: the same address
+    /// family and scope as our own (a loopback cluster never dials a public
+    /// address), or a seed we were given.
+    pub(super) fn plausible(&self, addr: SocketAddr) -> bool {
+        self.plausible.address(addr)
+    }
+
+    /// A datagram arrived from `from`: if its SWIM header names a process at
+    /// that very address, we heard from that process directly.
+    pub(super) fn note_datagram_contact(&mut self, from: SocketAddr, data: &[u8]) {
+        let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data) else {
+            return;
+        };
+        if header.src.process.addr == from {
+            self.note_contact(header.src.process);
+        }
+    }
+
+    pub(super) fn note_contact(&mut self, process: ProcessId) {
+        if self.contacts.len() >= MAX_CONTACTS && !self.contacts.contains_key(&process.addr) {
+            // Forget the contact heard from longest ago.
+            if let Some(oldest) = self
+                .contacts
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(addr, _)| *addr)
+            {
+                self.contacts.remove(&oldest);
+            }
+        }
+        self.contacts.insert(process.addr, (process, self.now));
+    }
+
+    /// When we last heard from `process` (this very process) ourselves.
+    pub(super) fn heard_from(&self, process: &ProcessId) -> Option<Duration> {
+        self.contacts
+            .get(&process.addr)
+            .filter(|(p, _)| p == process)
+            .map(|(_, at)| *at)
+    }
+
+    /// How long a live member can go unheard by us in a quiet cluster: each
+    /// node probes every other once per round of the member list.
+    pub(super) fn silence_limit(&self) -> Duration {
+        let swim = &self.settings.swim;
+        let rounds = u32::try_from(self.peers.len().saturating_add(2)).unwrap_or(u32::MAX);
+        (swim.probe_period.saturating_mul(rounds.saturating_mul(2)))
+            .saturating_add(swim.suspect_to_down_after)
+    }
+
+    /// A "down" verdict about `process` that we act on only later:
+    /// - any verdict from silence waits one probe period, the time a falsely
+    ///   suspected member (a few lost datagrams) needs for its refutation to
+    ///   arrive;
+    /// - one that arrived less than a suspicion period after we heard from the
+    ///   member ourselves waits a suspicion period: SWIM's own probing could
+    ///   not have concluded that, so it is gossip, probably stale (a healed
+    ///   partition), and a refutation usually follows.
+    ///
+    /// A real crash is barely delayed: its host refuses the reconnect, which
+    /// is proof, and proof is never doubted.
+    pub(super) fn verdict_doubtful(&self, process: &ProcessId, down_at: Duration) -> bool {
+        if self.gone.contains(process) {
+            return false;
+        }
+        let swim = &self.settings.swim;
+        let heard_just_before = self
+            .heard_from(process)
+            .is_some_and(|at| down_at.saturating_sub(at) < swim.suspect_to_down_after);
+        let wait = if heard_just_before {
+            swim.suspect_to_down_after.max(swim.probe_period)
+        } else {
+            swim.probe_period
+        };
+        self.now < down_at.saturating_add(wait)
+    }
+
+    /// foca was told we are down (by the cluster, or by a forged or corrupted
+    /// datagram): renew the identity, but at most once per [`RENEW_EVERY`], so
+    /// a flood of such datagrams cannot drive the counter to its end.
+    /// This host's wall clock, as the process's start time plus the time
+    /// since: the node reads no clock of its own.
+    pub(super) fn wall_now_us(&self) -> u64 {
+        let since_start = self.now.saturating_sub(self.started_at).as_micros();
+        self.me
+            .incarnation
+            .saturating_add(u64::try_from(since_start).unwrap_or(u64::MAX))
+    }
+
+    /// Someone claims an identity at our own address that stands above ours
+    /// (a forgery, or a corrupted datagram): renew above it, paced like any
+    /// renewal. Until then the others may take the claim for a restart.
+    pub(super) fn answer_rival_claim(&mut self) {
+        let Some(rival) = self.claims.take_rival() else {
+            return;
+        };
+        let current = *self.swim.identity();
+        if rival.standing_key() <= current.standing_key() {
+            return;
+        }
+        if self
+            .rival
+            .is_none_or(|r| rival.standing_key() > r.standing_key())
+        {
+            self.rival = Some(rival);
+        }
+        self.schedule_renewal();
+    }
+
+    pub(super) fn schedule_renewal(&mut self) {
+        let at = self.last_renewal.map_or(self.now, |last| {
+            self.now.max(last.saturating_add(RENEW_EVERY))
+        });
+        self.renew_at.get_or_insert(at);
+    }
+
+    pub(super) fn maybe_renew(&mut self) {
+        let Some(at) = self.renew_at else {
+            return;
+        };
+        if self.now < at || self.life != Life::Running {
+            return;
+        }
+        self.renew_at = None;
+        self.last_renewal = Some(self.now);
+        let current = *self.swim.identity();
+        let rival = self.rival.take();
+        let Some(renewed) = current.renewed(rival.as_ref(), self.wall_now_us()) else {
+            self.emit(Event::Note {
+                message: "identity renewals exhausted: restart this node".into(),
+            });
+            return;
+        };
+        if rival.is_some_and(|r| r.standing_key() >= renewed.standing_key()) {
+            // Beaten only as far as the clock allows: again in a second.
+            self.rival = rival;
+            self.schedule_renewal();
+        }
+        let bump = renewed.bump;
+        match self.swim.change_identity(renewed, &mut self.swim_io) {
+            Ok(()) => {
+                // foca starts over disconnected under the new identity, and only
+                // reconnects once a message reaches it: announce (see
+                // `retry_join`) until foca says it is active again.
+                self.alone_since = Some(self.now);
+                self.next_join_attempt = self.now;
+                self.emit(Event::Rejoined { bump });
+            }
+            Err(e) => self.emit(Event::Note {
+                message: format!("cannot renew the SWIM identity: {e}"),
+            }),
+        }
+    }
+}
+
+impl Node {
+    /// The shell's proof that `process` is gone: declare it down through SWIM
+    /// at once (the others learn it by gossip), rather than after the
+    /// suspicion SWIM needs when all it has is silence.
+    pub(super) fn on_peer_gone(&mut self, process: ProcessId, evidence: GoneEvidence) {
+        let Some(peer) = self.peers.get(&process.addr).copied() else {
+            return;
+        };
+        if process == self.me || peer.id.process != process || self.gone.contains(&process) {
+            return;
+        }
+        if evidence == GoneEvidence::ConnectionRefused && !self.settings.refused_connection_is_proof
+        {
+            return;
+        }
+        self.emit(Event::ProcessGone {
+            member: process,
+            evidence,
+        });
+        // Only the seated and the known need remembering.
+        let seated = |p: &ProcessId| self.active_set.as_ref().is_some_and(|s| s.contains(p));
+        let known: BTreeSet<ProcessId> = self.peers.values().map(|p| p.id.process).collect();
+        self.gone.retain(|p| seated(p) || known.contains(p));
+        self.gone.insert(process);
+        self.drop_served_for(process, true);
+        // A lease of the dead process may have put the next proposal off:
+        // it protects nothing now.
+        self.next_proposal_at = self.next_proposal_at.min(self.now);
+        if !peer.alive {
+            // Gossip declared it down first: our proof still lifts the doubt
+            // and the leases that would hold its seat.
+            return;
+        }
+        // Tell the others too: they may not have a connection to it.
+        let _ = self.swim.apply_many(
+            std::iter::once(foca::Member::down(peer.id)),
+            true,
+            &mut self.swim_io,
+        );
+        self.spread_news();
+    }
+
+    /// Keep the shell watching the active set and the live members (a few
+    /// dozen at most, seated ones first).
+    pub(super) fn update_watch(&mut self) {
+        const MAX_WATCHED: usize = 32;
+        let mut wanted: Vec<ProcessId> = self
+            .active_set
+            .iter()
+            .flat_map(|s| s.members.iter().copied())
+            .chain(self.live_processes())
+            .filter(|p| *p != self.me && self.plausible(p.addr))
+            .collect();
+        let mut seen = BTreeSet::new();
+        wanted.retain(|p| seen.insert(*p));
+        wanted.truncate(MAX_WATCHED);
+        if wanted != self.watching {
+            self.watching = wanted.clone();
+            self.out.push(Output::Watch(wanted));
+        }
+    }
+}
+
+/// The shortest time between two renewals of this node's SWIM identity.
+pub const RENEW_EVERY: Duration = Duration::from_secs(1);

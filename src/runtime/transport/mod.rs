@@ -1,0 +1,358 @@
+//! gRPC between nodes: one long-lived stream per peer for what this node sends
+//! ([`Peers`]), and a server that feeds what arrives into the node's inbox
+//! ([`server`]). Every stream opens with a handshake ([`handshake`]) that names
+//! both processes and, with a cluster key, proves both hold it.
+//!
+//! A stream that breaks is reconnected at once: what was queued meanwhile is
+//! sent then, and the node hears `Reconnected` so it can resend what may have
+//! been lost in flight (all of it is harmless to receive twice). The reconnect
+//! is also evidence: a refused connection means nothing listens at the address
+//! any more (the process is gone), and a Welcome from a new incarnation means
+//! it restarted. Either is proof, not suspicion, and the node hears it at once
+//! (`Input::PeerGone`). A paused process still accepts connections, and a
+//! network cut refuses nothing: neither is ever taken for a death.
+
+pub mod handshake;
+pub mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use super::Inbound;
+use crate::event::GoneEvidence;
+use crate::membership::seal::Sealer;
+use crate::node::Input;
+use crate::protocol::ids::ProcessId;
+use crate::protocol::message::Envelope;
+use crate::wire::{self, pb};
+
+pub use server::serve;
+
+/// Messages waiting for one peer; beyond this the oldest news is dropped.
+const PEER_QUEUE: usize = 4096;
+/// Largest message accepted: a hostile peer cannot make us buffer more.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// How long either side waits for the other's part of the handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Ricart–Agrawala messages handed to the wire (requests and replies), for
+/// `ra bench`: counted, not computed.
+#[derive(Default, Debug)]
+pub struct WireStats {
+    mutex_messages: AtomicU64,
+}
+
+impl WireStats {
+    fn count(&self, envelope: &Envelope) {
+        if envelope.body.is_mutex_traffic() {
+            self.mutex_messages.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn mutex_messages(&self) -> u64 {
+        self.mutex_messages.load(Ordering::Relaxed)
+    }
+}
+
+/// Who the node expects at each address (the process its messages name), so a
+/// reconnect can tell that process is gone.
+type Expected = Arc<Mutex<HashMap<SocketAddr, ProcessId>>>;
+
+/// What every outgoing stream needs.
+#[derive(Clone)]
+struct Context {
+    me: ProcessId,
+    inbox: mpsc::Sender<Inbound>,
+    sealer: Arc<RwLock<Sealer>>,
+    expected: Expected,
+}
+
+/// The sending side: one task per peer address.
+pub struct Peers {
+    queues: HashMap<SocketAddr, mpsc::Sender<pb::PeerFrame>>,
+    stats: Arc<WireStats>,
+    context: Context,
+}
+
+impl Peers {
+    pub fn new(
+        me: ProcessId,
+        inbox: mpsc::Sender<Inbound>,
+        stats: Arc<WireStats>,
+        sealer: Arc<RwLock<Sealer>>,
+    ) -> Self {
+        Self {
+            queues: HashMap::new(),
+            stats,
+            context: Context {
+                me,
+                inbox,
+                sealer,
+                expected: Arc::new(Mutex::new(HashMap::new())),
+            },
+        }
+    }
+
+    fn expect(&self, process: ProcessId) {
+        if let Ok(mut expected) = self.context.expected.lock() {
+            let slot = expected.entry(process.addr).or_insert(process);
+            if slot.incarnation < process.incarnation {
+                *slot = process;
+            }
+        }
+    }
+
+    fn queue(&mut self, addr: SocketAddr) -> &mpsc::Sender<pb::PeerFrame> {
+        self.queues.entry(addr).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(peer_stream(addr, rx, self.context.clone()));
+            tx
+        })
+    }
+
+    pub fn send(&mut self, envelope: &Envelope) {
+        let addr = envelope.to.addr;
+        self.expect(envelope.to);
+        let frame = pb::PeerFrame {
+            kind: Some(pb::peer_frame::Kind::Envelope(wire::to_proto(envelope))),
+        };
+        match self.queue(addr).try_send(frame) {
+            Ok(()) => self.stats.count(envelope),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(target: "ra::transport", "dropped a {} for {addr}: its queue is full (the peer is unreachable)", envelope.body.kind());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queues.remove(&addr);
+            }
+        }
+    }
+
+    /// Keep a stream open to each of these processes even while nothing is
+    /// sent to them, so their death is noticed the moment it happens.
+    pub fn watch(&mut self, processes: &[ProcessId]) {
+        for process in processes {
+            if *process != self.context.me {
+                self.expect(*process);
+                self.queue(process.addr);
+            }
+        }
+    }
+}
+
+fn endpoint(addr: SocketAddr) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(1))
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true))
+}
+
+/// Why a connection attempt did not give a stream.
+enum Failure {
+    /// Nothing listens at the address: the process there is gone.
+    Refused,
+    /// Anything else (unreachable, timed out, the handshake failed): no
+    /// conclusion about the process.
+    Other(String),
+}
+
+/// One established stream: where to put frames, and the answers' half (which
+/// ends when the stream does).
+struct Stream {
+    tx: mpsc::Sender<pb::PeerFrame>,
+    responses: tonic::Streaming<pb::PeerFrame>,
+    peer: ProcessId,
+}
+
+async fn open(addr: SocketAddr, context: &Context) -> Result<Stream, Failure> {
+    // A bare connect first: its error says plainly whether anything listens.
+    match tokio::net::TcpStream::connect(addr).await {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(Failure::Refused);
+        }
+        Err(e) => return Err(Failure::Other(e.to_string())),
+        Ok(_) => {}
+    }
+    let endpoint = endpoint(addr).map_err(|e| Failure::Other(e.to_string()))?;
+    let channel: Channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let mut client = pb::peer_client::PeerClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let nonce = handshake::nonce().ok_or_else(|| Failure::Other("no randomness".into()))?;
+    let key = match context.sealer.read() {
+        Ok(sealer) => match &*sealer {
+            Sealer::Keyed(ring) => ring.primary().cloned(),
+            Sealer::Plain => None,
+        },
+        Err(_) => None,
+    };
+    let (tx, rx) = mpsc::channel::<pb::PeerFrame>(256);
+    let hello = pb::PeerFrame {
+        kind: Some(pb::peer_frame::Kind::Hello(pb::Hello {
+            from: Some(wire::process_to(&context.me)),
+            nonce: nonce.to_vec(),
+            key_id: key.as_ref().map(|k| k.id()).unwrap_or_default(),
+        })),
+    };
+    tx.try_send(hello)
+        .map_err(|_| Failure::Other("cannot queue the hello".into()))?;
+    let mut responses = client
+        .exchange(ReceiverStream::new(rx))
+        .await
+        .map_err(|status| Failure::Other(format!("refused the stream: {}", status.message())))?
+        .into_inner();
+    let welcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, responses.message()).await {
+        Ok(Ok(Some(pb::PeerFrame {
+            kind: Some(pb::peer_frame::Kind::Welcome(welcome)),
+        }))) => welcome,
+        Ok(Err(status)) => return Err(Failure::Other(status.message().to_string())),
+        Ok(_) => return Err(Failure::Other("answered without a Welcome".into())),
+        Err(_) => return Err(Failure::Other("no Welcome in time".into())),
+    };
+    let peer =
+        wire::process_from(welcome.me, "welcome.me").map_err(|e| Failure::Other(e.to_string()))?;
+    if let Some(key) = &key {
+        if !handshake::verify(
+            key,
+            handshake::Side::Welcome,
+            &nonce,
+            &welcome.nonce,
+            &context.me,
+            &peer,
+            &welcome.mac,
+        ) {
+            return Err(Failure::Other(
+                "its Welcome does not prove the cluster key".into(),
+            ));
+        }
+        let proof = handshake::mac(
+            key,
+            handshake::Side::Hello,
+            &nonce,
+            &welcome.nonce,
+            &context.me,
+            &peer,
+        );
+        tx.try_send(pb::PeerFrame {
+            kind: Some(pb::peer_frame::Kind::Proof(pb::Proof { mac: proof })),
+        })
+        .map_err(|_| Failure::Other("cannot queue the proof".into()))?;
+    }
+    Ok(Stream {
+        tx,
+        responses,
+        peer,
+    })
+}
+
+/// Tell the node a process is gone, if it is the one the node expects there.
+async fn report_gone(addr: SocketAddr, evidence: GoneEvidence, context: &Context) -> bool {
+    let expected = context
+        .expected
+        .lock()
+        .ok()
+        .and_then(|e| e.get(&addr).copied());
+    let Some(process) = expected else {
+        return true;
+    };
+    let gone = match evidence {
+        GoneEvidence::Restarted { now } if now.incarnation <= process.incarnation => return true,
+        _ => process,
+    };
+    context
+        .inbox
+        .send(Input::PeerGone {
+            process: gone,
+            evidence,
+        })
+        .await
+        .is_ok()
+}
+
+/// Keep a stream open to `addr` and pour the queue into it.
+async fn peer_stream(addr: SocketAddr, mut queue: mpsc::Receiver<pb::PeerFrame>, context: Context) {
+    let mut backoff = Duration::from_millis(50);
+    let mut had_stream = false;
+    let mut failures: u32 = 0;
+    loop {
+        let stream = match open(addr, &context).await {
+            Ok(stream) => stream,
+            Err(failure) => {
+                failures += 1;
+                if let Failure::Refused = failure
+                    && !report_gone(addr, GoneEvidence::ConnectionRefused, &context).await
+                {
+                    return;
+                }
+                if let Failure::Other(why) = failure
+                    && (failures == 1 || failures.is_multiple_of(30))
+                {
+                    tracing::debug!(target: "ra::transport", "no stream to {addr}: {why}; retrying");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                if queue.is_closed() {
+                    return;
+                }
+                continue;
+            }
+        };
+        let Stream {
+            tx,
+            mut responses,
+            peer,
+        } = stream;
+        failures = 0;
+        backoff = Duration::from_millis(50);
+        if !report_gone(addr, GoneEvidence::Restarted { now: peer }, &context).await {
+            return;
+        }
+        if let Ok(mut expected) = context.expected.lock() {
+            expected.insert(addr, peer);
+        }
+        if had_stream
+            && context
+                .inbox
+                .send(Input::Reconnected { peer: addr })
+                .await
+                .is_err()
+        {
+            return;
+        }
+        had_stream = true;
+        loop {
+            tokio::select! {
+                next = queue.recv() => match next {
+                    Some(frame) => {
+                        if tx.send(frame).await.is_err() {
+                            break;
+                        }
+                    }
+                    None => return,
+                },
+                answer = responses.message() => match answer {
+                    // The callee sends nothing after its Welcome; any end of
+                    // this half is the end of the stream.
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(target: "ra::transport", "stream to {addr} closed: {}", status.message());
+                        break;
+                    }
+                },
+            }
+        }
+        // Reconnect at once: a refused connection now says the process died.
+    }
+}

@@ -1,0 +1,313 @@
+//! The receiving side of the peer protocol: every stream opens with a
+//! handshake, then its envelopes go to the node's inbox, each checked to come
+//! from the process the stream was opened by.
+//!
+//! Bounded so a flood cannot exhaust the node: at most `max_connections`
+//! connections at once (more wait in the kernel's backlog), small HTTP/2
+//! windows and frames, one stream per connection, a handshake that must finish
+//! within [`HANDSHAKE_TIMEOUT`], and connections that send nothing for
+//! `idle_timeout` are closed (a live peer's stream sends HTTP/2 pings every
+//! 5 s).
+
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Server;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::handshake::{self, Side};
+use super::{HANDSHAKE_TIMEOUT, Inbound, MAX_MESSAGE};
+use crate::event::{DropReason, DroppedWhat, Event};
+use crate::membership::seal::Sealer;
+use crate::node::Input;
+use crate::protocol::ids::ProcessId;
+use crate::runtime::limit;
+use crate::runtime::log;
+use crate::wire::{self, pb};
+
+/// Bounds of the peer server (see `config/ra.toml`, `[limits]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    /// HTTP/2 flow-control window of a connection, and so its buffering.
+    pub window_bytes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            idle_timeout: Duration::from_secs(30),
+            window_bytes: 256 * 1024,
+        }
+    }
+}
+
+struct PeerService {
+    inbox: mpsc::Sender<Inbound>,
+    me: ProcessId,
+    sealer: Arc<RwLock<Sealer>>,
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::PeerFrame, Status>> + Send>>;
+
+fn drop_stream(me: ProcessId, from: &str, why: DropReason) {
+    log::emit(
+        me,
+        &Event::Dropped {
+            what: DroppedWhat::Stream,
+            from: from.to_string(),
+            why,
+        },
+    );
+}
+
+#[tonic::async_trait]
+impl pb::peer_server::Peer for PeerService {
+    type ExchangeStream = FrameStream;
+
+    async fn exchange(
+        &self,
+        request: Request<Streaming<pb::PeerFrame>>,
+    ) -> Result<Response<FrameStream>, Status> {
+        let remote = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let mut incoming = request.into_inner();
+        let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming.message()).await {
+            Ok(Ok(Some(pb::PeerFrame {
+                kind: Some(pb::peer_frame::Kind::Hello(hello)),
+            }))) => hello,
+            _ => {
+                drop_stream(
+                    self.me,
+                    &remote,
+                    DropReason::Malformed {
+                        detail: "no Hello to open the stream".into(),
+                    },
+                );
+                return Err(Status::invalid_argument("a stream opens with a Hello"));
+            }
+        };
+        let caller = wire::process_from(hello.from, "hello.from").map_err(|e| {
+            drop_stream(
+                self.me,
+                &remote,
+                DropReason::Malformed {
+                    detail: e.0.clone(),
+                },
+            );
+            Status::invalid_argument(e.0)
+        })?;
+        let key = {
+            let sealer = self
+                .sealer
+                .read()
+                .map_err(|_| Status::internal("keyring unavailable"))?;
+            match (&*sealer, hello.key_id.is_empty()) {
+                (Sealer::Plain, true) => None,
+                (Sealer::Plain, false) => {
+                    let detail =
+                        "the caller proves a cluster key, and this node has none (--cluster-key)";
+                    drop_stream(
+                        self.me,
+                        &remote,
+                        DropReason::NotAuthenticated {
+                            detail: detail.into(),
+                        },
+                    );
+                    return Err(Status::unauthenticated(detail));
+                }
+                (Sealer::Keyed(_), true) => {
+                    let detail = "the caller has no cluster key, and this cluster requires it";
+                    drop_stream(
+                        self.me,
+                        &remote,
+                        DropReason::NotAuthenticated {
+                            detail: detail.into(),
+                        },
+                    );
+                    return Err(Status::unauthenticated(detail));
+                }
+                (Sealer::Keyed(ring), false) => match handshake::key_named(ring, &hello.key_id) {
+                    Some(key) => Some(key.clone()),
+                    None => {
+                        let detail = format!(
+                            "the caller uses key {}, which this node does not have",
+                            hello.key_id.chars().take(16).collect::<String>()
+                        );
+                        drop_stream(
+                            self.me,
+                            &remote,
+                            DropReason::NotAuthenticated {
+                                detail: detail.clone(),
+                            },
+                        );
+                        return Err(Status::unauthenticated(detail));
+                    }
+                },
+            }
+        };
+        let nonce = handshake::nonce().ok_or_else(|| Status::internal("no randomness"))?;
+        let mac = key
+            .as_ref()
+            .map(|k| handshake::mac(k, Side::Welcome, &hello.nonce, &nonce, &caller, &self.me))
+            .unwrap_or_default();
+        let (tx, rx) = mpsc::channel(2);
+        let welcome = pb::PeerFrame {
+            kind: Some(pb::peer_frame::Kind::Welcome(pb::Welcome {
+                me: Some(wire::process_to(&self.me)),
+                nonce: nonce.to_vec(),
+                mac,
+            })),
+        };
+        tx.try_send(Ok(welcome))
+            .map_err(|_| Status::internal("cannot queue the welcome"))?;
+        let session = Session {
+            incoming,
+            tx,
+            inbox: self.inbox.clone(),
+            me: self.me,
+            remote,
+            caller,
+            proof: key.map(|k| (k, hello.nonce, nonce.to_vec())),
+        };
+        tokio::spawn(session.run());
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// One caller's stream, after the Welcome.
+struct Session {
+    incoming: Streaming<pb::PeerFrame>,
+    /// Held for as long as the stream lives: dropping it ends the answers.
+    tx: mpsc::Sender<Result<pb::PeerFrame, Status>>,
+    inbox: mpsc::Sender<Inbound>,
+    me: ProcessId,
+    remote: String,
+    caller: ProcessId,
+    /// With a cluster key: the key and both nonces, to check the Proof.
+    proof: Option<(crate::membership::seal::Key, Vec<u8>, Vec<u8>)>,
+}
+
+impl Session {
+    async fn run(mut self) {
+        if let Some((key, caller_nonce, callee_nonce)) = self.proof.take() {
+            let proved =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.incoming.message()).await {
+                    Ok(Ok(Some(pb::PeerFrame {
+                        kind: Some(pb::peer_frame::Kind::Proof(proof)),
+                    }))) => handshake::verify(
+                        &key,
+                        Side::Hello,
+                        &caller_nonce,
+                        &callee_nonce,
+                        &self.caller,
+                        &self.me,
+                        &proof.mac,
+                    ),
+                    _ => false,
+                };
+            if !proved {
+                drop_stream(
+                    self.me,
+                    &self.remote,
+                    DropReason::NotAuthenticated {
+                        detail: "no valid proof of the cluster key".into(),
+                    },
+                );
+                let _ = self
+                    .tx
+                    .send(Err(Status::unauthenticated(
+                        "no valid proof of the cluster key",
+                    )))
+                    .await;
+                return;
+            }
+        }
+        loop {
+            match self.incoming.message().await {
+                Ok(Some(pb::PeerFrame {
+                    kind: Some(pb::peer_frame::Kind::Envelope(message)),
+                })) => match wire::from_proto(message) {
+                    Ok(envelope) if envelope.from != self.caller => drop_stream(
+                        self.me,
+                        &self.remote,
+                        DropReason::ForgedSender {
+                            peer: format!("{:?}", self.caller),
+                        },
+                    ),
+                    Ok(envelope) => {
+                        if self.inbox.send(Input::Message(envelope)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => log::emit(
+                        self.me,
+                        &Event::Dropped {
+                            what: DroppedWhat::Message,
+                            from: self.remote.clone(),
+                            why: DropReason::Malformed { detail: e.0 },
+                        },
+                    ),
+                },
+                Ok(Some(_)) => drop_stream(
+                    self.me,
+                    &self.remote,
+                    DropReason::Malformed {
+                        detail: "a handshake frame after the handshake".into(),
+                    },
+                ),
+                Ok(None) => return,
+                Err(status) => {
+                    // A peer that exits or restarts cuts its stream: routine.
+                    // Bytes that do not decode are not.
+                    if status.code() == tonic::Code::Internal {
+                        drop_stream(
+                            self.me,
+                            &self.remote,
+                            DropReason::Malformed {
+                                detail: status.message().to_string(),
+                            },
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Serve the peer protocol on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    inbox: mpsc::Sender<Inbound>,
+    me: ProcessId,
+    sealer: Arc<RwLock<Sealer>>,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    // Nagle's algorithm waiting on delayed ACKs costs ~40 ms per reply otherwise.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = limit::limit(incoming, limits.max_connections, Some(limits.idle_timeout));
+    let service = pb::peer_server::PeerServer::new(PeerService { inbox, me, sealer })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    Server::builder()
+        .max_concurrent_streams(Some(4))
+        .initial_connection_window_size(Some(limits.window_bytes))
+        .initial_stream_window_size(Some(limits.window_bytes))
+        .max_frame_size(Some(16 * 1024))
+        .http2_max_header_list_size(Some(16 * 1024))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

@@ -1,0 +1,507 @@
+//! The report: every figure of one cluster size beside its target, as a table,
+//! a sweep across sizes, or JSON.
+
+use serde_json::{Map, Value};
+
+use super::cluster::DEPTH;
+use super::footprint::{max, median, percentile, round};
+use super::{BenchArgs, MEMBERSHIP_RUNS};
+
+/// Lock names contended at once in the names runs.
+pub const NAME_COUNTS: [usize; 3] = [1, 10, 100];
+/// The most clients per active member in the names runs.
+pub const NAME_CLIENTS: usize = 8;
+/// How many times the single-name throughput many names must reach.
+pub const NAMES_SPEEDUP: f64 = 3.0;
+/// The most resident memory of a node knowing many idle names.
+pub const NAMES_RSS_KB: f64 = 16_384.0;
+
+/// Everything measured for one cluster size.
+#[derive(Debug, Default)]
+pub struct Row {
+    pub nodes: usize,
+    pub active: usize,
+    pub max_active: usize,
+    pub spectators: usize,
+    pub warmup: u64,
+    /// Acquire latencies of one node alone, in µs.
+    pub acquire: Vec<f64>,
+    pub throughput: f64,
+    /// From one node's exit to the next entry of another, in µs.
+    pub handoff: Vec<f64>,
+    /// Entries of the whole contention run (warm-up included), and the mutex
+    /// messages handed to the wire meanwhile.
+    pub contention_entries: u64,
+    pub contention_messages: u64,
+    /// Milliseconds; empty with --skip-membership.
+    pub join: Vec<f64>,
+    pub leave: Vec<f64>,
+    /// Members that logged a graceful leave as a failure.
+    pub leaves_logged_as_failures: usize,
+    pub crash: Vec<f64>,
+    pub rss_kb: f64,
+    pub idle_cpu_percent: f64,
+    /// One clock tick over the watch, in % of a core: the CPU figure's resolution.
+    pub cpu_resolution_percent: f64,
+    /// Entries per second with each count of names in [`NAME_COUNTS`].
+    pub names_throughput: Vec<(usize, f64)>,
+    /// Idle lock names a separate node was made to know (0: not measured), and
+    /// its resident memory (kB) before and after.
+    pub idle_names: usize,
+    pub names_rss_kb: Option<(f64, f64)>,
+}
+
+impl Row {
+    fn messages_per_entry(&self) -> f64 {
+        self.contention_messages as f64 / self.contention_entries.max(1) as f64
+    }
+
+    fn metrics(&self) -> Vec<Metric> {
+        let timing =
+            |samples: &[f64]| (!samples.is_empty()).then(|| (median(samples), max(samples)));
+        let expected_messages = 2.0 * (self.active.saturating_sub(1)) as f64;
+        let mut metrics = vec![
+            Metric::new("acquire_p50_us", "acquire latency p50", "µs", 1)
+                .value(percentile(&self.acquire, 50.0))
+                .goal(Goal::AtMost(150.0))
+                .column("acq p50 µs"),
+            Metric::new("acquire_p99_us", "acquire latency p99", "µs", 1)
+                .value(percentile(&self.acquire, 99.0))
+                .column("acq p99 µs"),
+            Metric::new("throughput_cs_per_s", "throughput", "/s", 0)
+                .value(self.throughput)
+                .goal(Goal::AtLeast(5000.0))
+                .column("cs/s"),
+            Metric::new("handoff_p50_us", "handoff p50", "µs", 1)
+                .value(percentile(&self.handoff, 50.0))
+                .column("handoff µs"),
+            Metric::new("messages_per_entry", "messages per entry", "", 3)
+                .value(self.messages_per_entry())
+                .goal(Goal::Exactly(expected_messages))
+                .column("msg/entry"),
+            Metric::new("join_ms", "join", "ms", 1)
+                .timing(timing(&self.join))
+                .goal(Goal::AtMost(300.0))
+                .column("join ms"),
+            Metric::new("leave_ms", "leave", "ms", 1)
+                .timing(timing(&self.leave))
+                .goal(Goal::AtMost(100.0))
+                .column("leave ms"),
+            Metric::new("crash_detect_ms", "crash detection", "ms", 1)
+                .timing(timing(&self.crash))
+                .goal(Goal::AtMost(2000.0))
+                .column("crash ms"),
+            Metric::new("rss_kb", "resident memory, one node", "kB", 0)
+                .value(self.rss_kb)
+                .goal(Goal::AtMost(8192.0))
+                .column("rss kB"),
+            Metric::new("idle_cpu_percent", "idle CPU, one node", "%", 3)
+                .value(self.idle_cpu_percent)
+                .goal(Goal::AtMost(0.5))
+                .column("cpu %"),
+        ];
+        let single = self.names_per_second(1);
+        for names in NAME_COUNTS {
+            let (noun, column) = if names == 1 {
+                ("name", None)
+            } else {
+                ("names", (names == 100).then_some("100 names/s"))
+            };
+            let mut metric = Metric::new(
+                format!("throughput_{names}_{noun}_cs_per_s"),
+                format!("throughput, {names} {noun} at random"),
+                "/s",
+                0,
+            )
+            .maybe(self.names_per_second(names));
+            if names == 100
+                && let Some(single) = single
+            {
+                metric = metric.goal(Goal::AtLeast(NAMES_SPEEDUP * single.round()));
+            }
+            if let Some(column) = column {
+                metric = metric.column(column);
+            }
+            metrics.push(metric);
+        }
+        metrics.push(
+            Metric::new(
+                "rss_idle_names_kb",
+                format!("resident memory, {} idle names", self.idle_names),
+                "kB",
+                0,
+            )
+            .maybe(self.names_rss_kb.map(|(_, after)| after))
+            .goal(Goal::AtMost(NAMES_RSS_KB))
+            .column("rss names kB"),
+        );
+        metrics
+    }
+
+    fn names_per_second(&self, names: usize) -> Option<f64> {
+        self.names_throughput
+            .iter()
+            .find(|(n, _)| *n == names)
+            .map(|(_, v)| *v)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        let metrics = self.metrics();
+        let missed = metrics.iter().filter(|m| m.missed()).count();
+        for (key, count) in [
+            ("nodes", self.nodes),
+            ("max_active", self.max_active),
+            ("active", self.active),
+            ("spectators", self.spectators),
+            ("entries", self.acquire.len()),
+            ("contention_entries", self.contention_entries as usize),
+            ("leaves_logged_as_failures", self.leaves_logged_as_failures),
+            ("idle_names", self.idle_names),
+            ("targets_missed", missed),
+        ] {
+            object.insert(key.into(), Value::from(count));
+        }
+        // Whole numbers stay whole (8012, not 8012.0); skipped figures are null.
+        let number = |value: Option<f64>, decimals: usize| match value {
+            Some(v) if decimals == 0 && v.is_finite() => Value::from(v.round() as i64),
+            Some(v) => {
+                serde_json::Number::from_f64(round(v, decimals)).map_or(Value::Null, Value::Number)
+            }
+            None => Value::Null,
+        };
+        object.insert(
+            "idle_cpu_resolution_percent".into(),
+            number(Some(self.cpu_resolution_percent), 3),
+        );
+        object.insert(
+            "rss_idle_names_base_kb".into(),
+            number(self.names_rss_kb.map(|(before, _)| before), 0),
+        );
+        for metric in &metrics {
+            object.insert(metric.key.clone(), number(metric.value, metric.decimals));
+            if metric.max.is_some() || metric.key.ends_with("_ms") {
+                let key = format!("{}_max_ms", metric.key.trim_end_matches("_ms"));
+                object.insert(key, number(metric.max, metric.decimals));
+            }
+        }
+        Value::Object(object)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Goal {
+    None,
+    AtMost(f64),
+    AtLeast(f64),
+    Exactly(f64),
+}
+
+impl Goal {
+    fn met(self, value: f64) -> bool {
+        match self {
+            Goal::None => true,
+            Goal::AtMost(limit) => value <= limit,
+            Goal::AtLeast(limit) => value >= limit,
+            Goal::Exactly(target) => (value - target).abs() < 0.0005,
+        }
+    }
+
+    fn text(self, unit: &str) -> String {
+        let unit = if unit.is_empty() || unit == "/s" || unit == "%" {
+            unit.to_string()
+        } else {
+            format!(" {unit}")
+        };
+        match self {
+            Goal::None => "-".to_string(),
+            Goal::AtMost(limit) => format!("<= {limit}{unit}"),
+            Goal::AtLeast(limit) => format!(">= {limit}{unit}"),
+            Goal::Exactly(target) => format!("= {target}{unit}"),
+        }
+    }
+}
+
+struct Metric {
+    key: String,
+    label: String,
+    unit: &'static str,
+    decimals: usize,
+    /// The figure (the median, for a timing); None when skipped.
+    value: Option<f64>,
+    /// For a timing: the slowest run.
+    max: Option<f64>,
+    goal: Goal,
+    /// Its header in the sweep table; None: not in that table.
+    column: Option<&'static str>,
+}
+
+impl Metric {
+    fn new(
+        key: impl Into<String>,
+        label: impl Into<String>,
+        unit: &'static str,
+        decimals: usize,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            label: label.into(),
+            unit,
+            decimals,
+            value: None,
+            max: None,
+            goal: Goal::None,
+            column: None,
+        }
+    }
+
+    fn value(mut self, value: f64) -> Self {
+        self.value = Some(value);
+        self
+    }
+
+    /// A figure that may not have been measured.
+    fn maybe(mut self, value: Option<f64>) -> Self {
+        self.value = value;
+        self
+    }
+
+    fn column(mut self, header: &'static str) -> Self {
+        self.column = Some(header);
+        self
+    }
+
+    fn timing(mut self, timing: Option<(f64, f64)>) -> Self {
+        self.value = timing.map(|t| t.0);
+        self.max = timing.map(|t| t.1);
+        self
+    }
+
+    fn goal(mut self, goal: Goal) -> Self {
+        self.goal = goal;
+        self
+    }
+
+    fn missed(&self) -> bool {
+        self.value.is_some_and(|v| !self.goal.met(v))
+    }
+
+    fn number(&self, value: f64) -> String {
+        format!("{value:.*}", self.decimals)
+    }
+
+    fn shown(&self) -> String {
+        match (self.value, self.max) {
+            (None, _) => "skipped".to_string(),
+            (Some(value), Some(max)) => format!(
+                "{} {} (max {})",
+                self.number(value),
+                self.unit,
+                self.number(max)
+            ),
+            (Some(value), None) if self.unit.is_empty() => self.number(value),
+            (Some(value), None) if self.unit == "/s" || self.unit == "%" => {
+                format!("{}{}", self.number(value), self.unit)
+            }
+            (Some(value), None) => format!("{} {}", self.number(value), self.unit),
+        }
+    }
+}
+
+pub fn table(row: &Row, args: &BenchArgs) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "ra bench: {} nodes on 127.0.0.1 in one process (2 tokio workers), real gRPC over TCP and SWIM over UDP\n",
+        row.nodes
+    ));
+    out.push_str(&format!(
+        "  active set: {} of at most {}, {} spectator(s){}; critical section held 0 ms\n",
+        row.active,
+        row.max_active,
+        row.spectators,
+        if row.spectators > 0 {
+            " (they join but never request: throughput is among the active members)"
+        } else {
+            ""
+        }
+    ));
+    out.push_str(&format!(
+        "  latency: {} requests by one member alone, after {} warm-up; contention: {} entries timed after {} warm-up, {DEPTH} requests outstanding per active member\n",
+        row.acquire.len(),
+        row.warmup,
+        args.entries,
+        row.warmup
+    ));
+    if args.skip_membership {
+        out.push_str("  membership: skipped (--skip-membership)\n");
+    } else {
+        out.push_str(&format!(
+            "  membership: median and max of {MEMBERSHIP_RUNS} runs each (join: {} samples), shipped SWIM settings, until every other member logged it\n",
+            row.join.len()
+        ));
+    }
+    out.push_str(&format!(
+        "  footprint: the founder of {} separate idle `ra` processes, watched for {} s (CPU counted in clock ticks: {:.2}% a tick)\n",
+        row.nodes, args.idle_seconds, row.cpu_resolution_percent
+    ));
+    out.push_str(&format!(
+        "  names: {} entries timed over {} names taken at random by {NAME_CLIENTS} clients per active member; ",
+        args.entries,
+        NAME_COUNTS.map(|n| n.to_string()).join(", "),
+    ));
+    match row.names_rss_kb {
+        Some((before, _)) => out.push_str(&format!(
+            "memory: the founder of 3 separate processes, {before:.0} kB before a node of this process took {} names once each\n\n",
+            row.idle_names
+        )),
+        None => out.push_str("memory with many names: skipped (--idle-names 0)\n\n"),
+    }
+    let metrics = row.metrics();
+    let shown: Vec<String> = metrics.iter().map(Metric::shown).collect();
+    let value_width = shown
+        .iter()
+        .map(|s| s.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let label_width = metrics
+        .iter()
+        .map(|m| m.label.chars().count())
+        .max()
+        .unwrap_or(6);
+    out.push_str(&format!(
+        "  {:<label_width$} {:>value_width$}   target\n",
+        "metric", "value"
+    ));
+    for (metric, value) in metrics.iter().zip(&shown) {
+        let mark = if metric.missed() { "   MISS" } else { "" };
+        out.push_str(&format!(
+            "  {:<label_width$} {:>value_width$}   {}{mark}\n",
+            metric.label,
+            value,
+            metric.goal.text(metric.unit)
+        ));
+    }
+    let missed = metrics.iter().filter(|m| m.missed()).count();
+    let judged = metrics
+        .iter()
+        .filter(|m| m.value.is_some() && !matches!(m.goal, Goal::None))
+        .count();
+    if missed == 0 {
+        out.push_str(&format!("\n  every target met ({judged} of {judged})\n"));
+    } else {
+        out.push_str(&format!(
+            "\n  {missed} of {judged} targets missed (marked MISS)\n"
+        ));
+    }
+    out.push_str(&leave_note(row));
+    out
+}
+
+/// Graceful leaves some member logged as a failure: timed all the same, but worth
+/// a line, since the log then tells a user the wrong story.
+fn leave_note(row: &Row) -> String {
+    match row.leaves_logged_as_failures {
+        0 => String::new(),
+        n => format!(
+            "  note ({} nodes): {n} time(s) a member logged a graceful leave as a failure (member_failed, not member_left)\n",
+            row.nodes
+        ),
+    }
+}
+
+pub fn sweep_table(rows: &[Row], args: &BenchArgs) -> String {
+    let mut headers = vec!["nodes", "active", "spect"];
+    if let Some(row) = rows.first() {
+        headers.extend(row.metrics().iter().filter_map(|m| m.column));
+    }
+    let mut lines: Vec<Vec<String>> = vec![headers.iter().map(|h| h.to_string()).collect()];
+    for row in rows {
+        let mut cells = vec![
+            row.nodes.to_string(),
+            row.active.to_string(),
+            row.spectators.to_string(),
+        ];
+        for metric in row.metrics().iter().filter(|m| m.column.is_some()) {
+            let cell = match metric.value {
+                None => "-".to_string(),
+                Some(value) => {
+                    let mark = if metric.missed() { "*" } else { "" };
+                    format!("{}{mark}", metric.number(value))
+                }
+            };
+            cells.push(cell);
+        }
+        lines.push(cells);
+    }
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = format!(
+        "ra bench --sweep: 2 to {} nodes on 127.0.0.1 in one process; {} entries timed per size, critical section held 0 ms\n\n",
+        rows.last().map_or(0, |r| r.nodes),
+        args.entries
+    );
+    for line in &lines {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:>width$}"))
+            .collect();
+        out.push_str(&format!("  {}\n", cells.join("  ")));
+    }
+    out.push_str(
+        "\n  targets: acquire p50 <= 150 µs, throughput >= 5000/s, messages per entry = 2(active-1), join <= 300 ms,\n  \
+         leave <= 100 ms, crash detection <= 2000 ms, rss <= 8192 kB, idle cpu <= 0.5%,\n  \
+         100 names/s >= 3x the single name's, rss with many idle names <= 16384 kB; * = missed.\n  \
+         Spectators never request; join, leave and crash are medians (the JSON has the max too).\n",
+    );
+    for row in rows {
+        out.push_str(&leave_note(row));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn goals_judge_and_read() {
+        assert!(Goal::AtMost(150.0).met(150.0));
+        assert!(!Goal::AtLeast(5000.0).met(4999.0));
+        assert!(Goal::Exactly(4.0).met(4.0));
+        assert!(!Goal::Exactly(4.0).met(4.01));
+        assert_eq!(Goal::AtMost(300.0).text("ms"), "<= 300 ms");
+    }
+
+    #[test]
+    fn many_names_are_judged_against_one() {
+        let row = Row {
+            names_throughput: vec![(1, 1000.0), (10, 2500.0), (100, 2900.0)],
+            idle_names: 10_000,
+            names_rss_kb: Some((8000.0, 9000.0)),
+            ..Row::default()
+        };
+        let metrics = row.metrics();
+        let hundred = metrics
+            .iter()
+            .find(|m| m.key == "throughput_100_names_cs_per_s")
+            .expect("the 100-name figure");
+        assert!(hundred.missed(), "2900 is below 3 x 1000");
+        let rss = metrics
+            .iter()
+            .find(|m| m.key == "rss_idle_names_kb")
+            .expect("the memory figure");
+        assert!(!rss.missed());
+        let json = row.to_json();
+        assert_eq!(json["rss_idle_names_base_kb"], 8000);
+        assert_eq!(json["throughput_10_names_cs_per_s"], 2500);
+    }
+}
