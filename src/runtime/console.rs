@@ -53,8 +53,11 @@ async fn hold_once(clients: Clients, hold: Duration) -> bool {
     };
     match ticket.next().await {
         Some(TicketNews::Granted(_)) => {
-            // A loss while holding (eviction, pause) ends the hold early.
-            let _ = tokio::time::timeout(hold, ticket.next()).await;
+            // A loss while holding (eviction, pause) ends the hold early. A zero
+            // hold skips the timer: tokio would round it up to a whole millisecond.
+            if !hold.is_zero() {
+                let _ = tokio::time::timeout(hold, ticket.next()).await;
+            }
             ticket.release();
             true
         }
