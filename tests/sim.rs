@@ -4,11 +4,13 @@
 //! the first seed, `RA_SIM_TRACE=1` prints the event trace of every failing (or,
 //! with one seed, every) schedule; `RA_SIM_TRACE=2` adds every datagram.
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use ra::event::{Event, FailureCause};
+use ra::node::PROXY_TICKETS;
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::Fence;
 use ra::protocol::ricart_agrawala::Mutations;
@@ -187,7 +189,9 @@ fn entries(report: &Report, slot: usize) -> Vec<(Duration, Fence)> {
         .iter()
         .filter(|(_, p, _)| at_slot(slot)(p))
         .filter_map(|(t, _, e)| match e {
-            Event::Enter { fence, .. } | Event::EnterVia { fence, .. } => Some((*t, *fence)),
+            // A member's entry for a ticket it carries is the spectator's entry.
+            Event::Enter { ticket, fence, .. } if *ticket < PROXY_TICKETS => Some((*t, *fence)),
+            Event::EnterVia { fence, .. } => Some((*t, *fence)),
             _ => None,
         })
         .collect()
@@ -576,11 +580,13 @@ fn entries_of(report: &Report, slot: usize, lock: &str) -> Vec<(Duration, Fence)
         .iter()
         .filter(|(_, p, _)| at_slot(slot)(p))
         .filter_map(|(t, _, e)| match e {
-            Event::Enter { lock: l, fence, .. } | Event::EnterVia { lock: l, fence, .. }
-                if l.as_str() == lock =>
-            {
-                Some((*t, *fence))
-            }
+            Event::Enter {
+                lock: l,
+                ticket,
+                fence,
+                ..
+            } if l.as_str() == lock && *ticket < PROXY_TICKETS => Some((*t, *fence)),
+            Event::EnterVia { lock: l, fence, .. } if l.as_str() == lock => Some((*t, *fence)),
             _ => None,
         })
         .collect()
@@ -591,7 +597,8 @@ fn exits_of(report: &Report, slot: usize) -> Vec<Duration> {
         .events
         .iter()
         .filter(|(_, p, e)| {
-            at_slot(slot)(p) && matches!(e, Event::Exit { .. } | Event::ExitVia { .. })
+            at_slot(slot)(p) && matches!(e, Event::Exit { ticket, .. } if *ticket < PROXY_TICKETS)
+                || at_slot(slot)(p) && matches!(e, Event::ExitVia { .. })
         })
         .map(|(t, _, _)| *t)
         .collect()
@@ -758,4 +765,94 @@ fn scenario_try_when_taken_and_when_free() {
     let granted = entries_of(&report, 1, "default");
     assert_eq!(granted.len(), 1, "the second try got the lock");
     assert!(granted[0].0 >= Duration::from_secs(8));
+}
+
+#[test]
+fn scenario_spectator_served_while_members_idle() {
+    let report = run_scenario(
+        "spectator_served_while_members_idle",
+        scenarios::spectator_served_while_members_idle(),
+    );
+    let asked = Duration::from_secs(8);
+    let served = entries(&report, 3);
+    assert_eq!(served.len(), 1, "the spectator's one request was served");
+    println!("spectator served {:?} after asking", served[0].0 - asked);
+    assert!(
+        first_time(&report, 3, |e| matches!(e, Event::EnterVia { .. })).is_some(),
+        "served through a member"
+    );
+    let changes_after_ask = report
+        .events
+        .iter()
+        .filter(|(t, _, e)| *t > asked && matches!(e, Event::ActiveSetInstalled { .. }))
+        .count();
+    assert_eq!(changes_after_ask, 0, "no seat changed hands to serve it");
+}
+
+#[test]
+fn scenario_five_contend_with_a_cap_of_three() {
+    let report = run_scenario(
+        "five_contend_with_a_cap_of_three",
+        scenarios::five_contend_with_a_cap_of_three(),
+    );
+    let per_node: Vec<usize> = (0..5).map(|slot| entries(&report, slot).len()).collect();
+    println!("entries per node: {per_node:?}");
+    assert!(
+        per_node.iter().all(|n| *n == 20),
+        "every node served all 20 requests: {per_node:?}"
+    );
+    // The spectators were served while the members still contended, not after.
+    let last_member_entry = (0..3)
+        .filter_map(|slot| entries(&report, slot).last().map(|(t, _)| *t))
+        .max()
+        .expect("members entered");
+    for spectator in 3..5 {
+        let first = entries(&report, spectator)[0].0;
+        assert!(
+            first < last_member_entry,
+            "spectator {spectator} first entered at {first:?}, after the members were done at {last_member_entry:?}"
+        );
+    }
+}
+
+#[test]
+fn scenario_joiner_whose_seed_leaves() {
+    let report = run_scenario(
+        "joiner_whose_seed_leaves",
+        scenarios::joiner_whose_seed_leaves(),
+    );
+    assert_eq!(
+        entries(&report, 3).len(),
+        3,
+        "the joiner found the members without its seed and was served"
+    );
+}
+
+#[test]
+fn scenario_carrier_leaves_with_deferred_replies() {
+    let mut carriers = BTreeSet::new();
+    for carrier in 0..3 {
+        let report = run_scenario(
+            "carrier_leaves_with_deferred_replies",
+            scenarios::carrier_leaves_with_deferred_replies(carrier),
+        );
+        let carried_by = report.events.iter().find_map(|(t, p, e)| match e {
+            Event::Serving { .. } if *t < Duration::from_millis(8300) => Some(p.addr),
+            _ => None,
+        });
+        if carried_by == Some(slot_addr(carrier)) {
+            carriers.insert(carrier);
+        }
+        assert_eq!(entries(&report, 3).len(), 1, "the spectator was served");
+        for slot in 0..3 {
+            assert!(
+                !entries(&report, slot).is_empty(),
+                "member {slot} was served (carrier {carrier})"
+            );
+        }
+    }
+    assert!(
+        !carriers.is_empty(),
+        "in none of the runs was the leaving member the spectator's carrier: the scenario lost its point"
+    );
 }

@@ -17,7 +17,15 @@ pub(super) struct LockSlot {
     pub(super) holder: Option<Holder>,
     /// The requester this node last granted, and when (for status).
     last_granted: Option<(ProcessId, Duration)>,
+    /// When each origin with tickets in line last entered (a count of
+    /// entries), so that this node's own clients and each spectator it carries
+    /// take turns instead of one burst going first ([`Origin`]).
+    turns: BTreeMap<Origin, u64>,
+    entries: u64,
 }
+
+/// Whose ticket: this node's own clients (`None`), or a spectator it carries.
+pub(super) type Origin = Option<ProcessId>;
 
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Waiter {
@@ -94,12 +102,40 @@ pub struct PendingStatus {
 }
 
 impl LockSlot {
+    /// Put first in line the oldest ticket of the origin that entered least
+    /// recently; `origins` are the line's origins, in line order.
+    fn next_turn_first(&mut self, origins: &[Origin]) {
+        let due = origins
+            .iter()
+            .enumerate()
+            .min_by_key(|(index, origin)| (self.turns.get(origin).copied().unwrap_or(0), *index))
+            .map(|(index, _)| index);
+        if let Some(index) = due.filter(|i| *i > 0)
+            && let Some(waiter) = self.line.remove(index)
+        {
+            self.line.push_front(waiter);
+        }
+        // Origins with nothing in line are forgotten, so the map stays as
+        // small as the line; one that comes back waits its turn like a newcomer.
+        let waiting: BTreeSet<&Origin> = origins.iter().collect();
+        self.turns.retain(|origin, _| waiting.contains(origin));
+    }
+
+    /// `origin` entered: it goes to the back of the turns. Origins with
+    /// nothing in line are forgotten, so the map stays as small as the line.
+    fn took_turn(&mut self, origin: Origin) {
+        self.entries = self.entries.saturating_add(1);
+        self.turns.insert(origin, self.entries);
+    }
+
     fn new(me: ProcessId) -> Self {
         Self {
             ra: RicartAgrawala::new(me),
             line: VecDeque::new(),
             holder: None,
             last_granted: None,
+            turns: BTreeMap::new(),
+            entries: 0,
         }
     }
 
@@ -329,12 +365,21 @@ impl Node {
     fn issue(&mut self, lock: &LockName, set: &ActiveSet) {
         let now = self.now;
         let id = self.next_request_id;
+        let origins: Vec<Origin> = match self.locks.get(lock) {
+            Some(slot) => slot
+                .line
+                .iter()
+                .map(|w| self.proxy.origin_of(w.ticket))
+                .collect(),
+            None => return,
+        };
         let Some(slot) = self.locks.get_mut(lock) else {
             return;
         };
         if !slot.ra.is_idle() || slot.line.is_empty() {
             return;
         }
+        slot.next_turn_first(&origins);
         // Ticking first makes the stamp later than every request we granted so far.
         let timestamp = self.clock.tick();
         let pending = slot.ra.issue(id, timestamp, set, now);
@@ -827,6 +872,11 @@ impl Node {
                     // Unreachable: a request is only out for a waiting ticket.
                     return;
                 };
+                let origin = self.proxy.origin_of(waiter.ticket);
+                let Some(slot) = self.locks.get_mut(lock) else {
+                    return;
+                };
+                slot.took_turn(origin);
                 slot.holder = Some(Holder {
                     ticket: waiter.ticket,
                     fence,

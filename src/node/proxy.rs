@@ -74,6 +74,14 @@ pub(super) struct Proxy {
     forwarded: BTreeMap<(LockName, Ticket), Forwarded>,
 }
 
+impl Proxy {
+    /// Whose ticket `ticket` is: the spectator we carry it for, or `None` for
+    /// our own clients'.
+    pub(super) fn origin_of(&self, ticket: Ticket) -> Option<ProcessId> {
+        self.served.get(&ticket).map(|s| s.spectator)
+    }
+}
+
 impl Node {
     // ---- as a spectator --------------------------------------------------
 

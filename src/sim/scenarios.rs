@@ -450,3 +450,95 @@ pub fn try_when_taken_and_when_free() -> Schedule {
         until: ms(12_000),
     }
 }
+
+/// Issue "every node that asks gets in": a fourth node with a cap of three,
+/// while the three members stay up and idle. Its one request is served through a
+/// member that carries its ticket; the active set does not change.
+pub fn spectator_served_while_members_idle() -> Schedule {
+    let config = calm(4);
+    let actions = [
+        three_nodes(),
+        vec![(ms(5000), start(3, &[0])), (ms(8000), request(3))],
+    ]
+    .concat();
+    Schedule {
+        config,
+        actions,
+        until: ms(14_000),
+    }
+}
+
+/// Five nodes, a cap of three, everyone asking without pause: the two
+/// spectators are served as well as the members, not after them.
+pub fn five_contend_with_a_cap_of_three() -> Schedule {
+    let mut config = calm(5);
+    config.hold = ms(20);
+    let mut actions = three_nodes();
+    actions.push((ms(300), start(3, &[2])));
+    actions.push((ms(400), start(4, &[0])));
+    for slot in 0..5 {
+        actions.push((ms(6000), Action::Request { slot, count: 20 }));
+    }
+    Schedule {
+        config,
+        actions,
+        until: ms(30_000),
+    }
+}
+
+/// The simulator's seed 653499559 of an older schedule mix: a joiner's only
+/// seed answers it, then pauses and leaves. The joiner has learned the decided
+/// active set by gossip, not its members by SWIM; it must find its way to them
+/// rather than announce to its dead seed for ever.
+pub fn joiner_whose_seed_leaves() -> Schedule {
+    let mut config = calm(4);
+    config.settings.max_active = 3;
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), start(3, &[1])),
+            (
+                ms(6150),
+                Action::Pause {
+                    slot: 1,
+                    duration: ms(400),
+                },
+            ),
+            (ms(6600), Action::Leave { slot: 1 }),
+            (ms(6700), Action::Request { slot: 3, count: 3 }),
+        ],
+    ]
+    .concat();
+    Schedule {
+        config,
+        actions,
+        until: ms(30_000),
+    }
+}
+
+/// The member that carries a spectator's ticket is asked to leave while it holds
+/// the lock for itself, has deferred replies, and a request of its own waits
+/// behind: the deferred replies go out as it leaves, the spectator's ticket moves
+/// to another member, and no two holders overlap.
+pub fn carrier_leaves_with_deferred_replies(carrier: usize) -> Schedule {
+    let mut config = calm(4);
+    config.hold = ms(600);
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(5000), start(3, &[0])),
+            (ms(8000), request(carrier)),
+            (ms(8100), request(3)),
+            (ms(8150), request((carrier + 1) % 3)),
+            (ms(8150), request((carrier + 2) % 3)),
+            (ms(8200), request(carrier)),
+            (ms(8300), Action::Leave { slot: carrier }),
+        ],
+    ]
+    .concat();
+    Schedule {
+        config,
+        actions,
+        until: ms(20_000),
+    }
+}
