@@ -17,6 +17,7 @@ const FIGURES: &[&str] = &[
     "throughput_cs_per_s",
     "handoff_p50_us",
     "messages_per_entry",
+    "seat_changes_per_entry",
     "rss_kb",
     "idle_cpu_percent",
     "throughput_1_name_cs_per_s",
@@ -110,6 +111,15 @@ fn check_row(row: &Value, membership: bool, names_memory: bool) {
     }
     let messages = number(row, "messages_per_entry");
     assert!(messages > 0.0, "no mutex messages counted: {row}");
+    // Every node contends, spectators included, and every one is served.
+    let per_node = row
+        .get("per_node")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("per_node is not an array in {row}"));
+    assert_eq!(per_node.len() as f64, number(row, "nodes"), "{row}");
+    for node in per_node {
+        assert!(number(node, "entries") > 0.0, "a node starved: {row}");
+    }
     let active = number(row, "nodes").min(number(row, "max_active"));
     assert_eq!(
         number(row, "spectators"),

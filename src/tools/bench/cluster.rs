@@ -7,7 +7,7 @@
 //! (uncontended latency, contention, many lock names, membership), each run a
 //! method that reads the harness's one event stream.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +22,8 @@ use tokio::time::Instant;
 use super::footprint::{micros, millis};
 use super::report::Row;
 use crate::config::{ApiSocket, LogFormat, LogLevel, NodeConfig};
-use crate::event::Event;
-use crate::node::{NodeSettings, Status};
+use crate::event::{Event, SetSource};
+use crate::node::{NodeSettings, PROXY_TICKETS, Status};
 use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::LockName;
 use crate::runtime::client::{Clients, TicketNews};
@@ -42,6 +42,18 @@ pub struct Contention {
     pub handoffs: Vec<f64>,
     pub entries: u64,
     pub messages: u64,
+    /// Per contending node, spectators included: its entries over the whole
+    /// run and how long each waited, in µs.
+    pub per_node: Vec<NodeEntries>,
+    /// Active sets decided during the run.
+    pub seat_changes: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NodeEntries {
+    pub node: String,
+    pub entries: u64,
+    pub waits: Vec<f64>,
 }
 
 pub struct Member {
@@ -305,9 +317,11 @@ impl Cluster {
     /// Every active member asks again as soon as it exits. Throughput is timed from
     /// the last warm-up entry to `timed` entries later; messages are counted over
     /// the whole run, from quiet to quiet, so each entry's share is exact.
+    /// Every node in `contenders`, spectators included, keeps [`DEPTH`]
+    /// requests outstanding; the first `warmup` entries are not timed.
     pub async fn contention(
         &mut self,
-        active: &[usize],
+        contenders: &[usize],
         warmup: u64,
         timed: u64,
     ) -> Result<Contention> {
@@ -316,7 +330,7 @@ impl Cluster {
         let target = warmup + timed;
         let stop = Arc::new(AtomicBool::new(false));
         let mut loops = Vec::new();
-        for &i in active {
+        for &i in contenders {
             for _ in 0..DEPTH {
                 let clients = self.members[i].handle.clients.clone();
                 loops.push(tokio::spawn(take_again_and_again(clients, stop.clone())));
@@ -327,11 +341,35 @@ impl Cluster {
         let mut window_end = None;
         let mut last_exit: Option<(Instant, ProcessId)> = None;
         let mut handoffs = Vec::with_capacity(timed as usize);
+        let mut per_node: BTreeMap<ProcessId, NodeEntries> = BTreeMap::new();
+        let mut decided = BTreeSet::new();
         while entries < target {
             let deadline = Instant::now() + ENTRY_TIMEOUT;
             let (at, who, event) = self
                 .next(deadline, "the next entry under contention")
                 .await?;
+            match &event {
+                Event::Enter { ticket, waited, .. } if *ticket < PROXY_TICKETS => {
+                    let node = per_node.entry(who).or_default();
+                    node.entries += 1;
+                    node.waits.push(micros(*waited));
+                }
+                // The spectator's view of its carrier's entry: counted once,
+                // below, as the carrier's Enter; here it is the spectator's.
+                Event::EnterVia { waited, .. } => {
+                    let node = per_node.entry(who).or_default();
+                    node.entries += 1;
+                    node.waits.push(micros(*waited));
+                }
+                Event::ActiveSetInstalled {
+                    epoch,
+                    source: SetSource::Decided,
+                    ..
+                } => {
+                    decided.insert(*epoch);
+                }
+                _ => {}
+            }
             match event {
                 Event::Enter { .. } => {
                     entries += 1;
@@ -363,11 +401,24 @@ impl Cluster {
             bail!("the contention run ended after {entries} entries, short of {target}");
         };
         let seconds = (end - start).as_secs_f64().max(1e-9);
+        // A contender never served still gets its row: that is starvation.
+        for &i in contenders {
+            per_node.entry(self.members[i].handle.me).or_default();
+        }
+        let per_node = per_node
+            .into_iter()
+            .map(|(who, mut node)| {
+                node.node = who.addr.to_string();
+                node
+            })
+            .collect();
         Ok(Contention {
             throughput: timed as f64 / seconds,
             handoffs,
             entries,
             messages,
+            per_node,
+            seat_changes: decided.len() as u64,
         })
     }
 

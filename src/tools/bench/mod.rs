@@ -158,7 +158,11 @@ async fn measure_in_process(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
     let warmup = (timed / 10).clamp(10, 500);
     row.warmup = warmup;
     row.acquire = cluster.acquire_latency(active[0], warmup, timed).await?;
-    let contention = cluster.contention(&active, warmup, timed).await?;
+    // Every node contends, spectators too: they are served through members.
+    let everyone: Vec<usize> = (0..row.nodes).collect();
+    let contention = cluster.contention(&everyone, warmup, timed).await?;
+    row.per_node = contention.per_node;
+    row.seat_changes = contention.seat_changes;
     row.throughput = contention.throughput;
     row.handoff = contention.handoffs;
     row.contention_entries = contention.entries;

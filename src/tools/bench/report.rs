@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value};
 
-use super::cluster::DEPTH;
+use super::cluster::{DEPTH, NodeEntries};
 use super::footprint::{max, median, percentile, round};
 use super::{BenchArgs, MEMBERSHIP_RUNS};
 
@@ -33,6 +33,10 @@ pub struct Row {
     /// messages handed to the wire meanwhile.
     pub contention_entries: u64,
     pub contention_messages: u64,
+    /// Each contending node's entries and waits in the contention run.
+    pub per_node: Vec<NodeEntries>,
+    /// Active sets decided during the contention run.
+    pub seat_changes: u64,
     /// Milliseconds; empty with --skip-membership.
     pub join: Vec<f64>,
     pub leave: Vec<f64>,
@@ -51,7 +55,26 @@ pub struct Row {
     pub names_rss_kb: Option<(f64, f64)>,
 }
 
+/// The most entries one node may have over another's in the contention run.
+pub const FAIRNESS: f64 = 2.0;
+
 impl Row {
+    /// Most entries of one contending node over fewest; infinite if one
+    /// starved.
+    fn entries_spread(&self) -> Option<f64> {
+        let most = self.per_node.iter().map(|n| n.entries).max()?;
+        let fewest = self.per_node.iter().map(|n| n.entries).min()?;
+        Some(if fewest == 0 {
+            f64::INFINITY
+        } else {
+            most as f64 / fewest as f64
+        })
+    }
+
+    fn seat_changes_per_entry(&self) -> f64 {
+        self.seat_changes as f64 / self.contention_entries.max(1) as f64
+    }
+
     fn messages_per_entry(&self) -> f64 {
         self.contention_messages as f64 / self.contention_entries.max(1) as f64
     }
@@ -79,6 +102,14 @@ impl Row {
                 .value(self.messages_per_entry())
                 .goal(Goal::Exactly(expected_messages))
                 .column("msg/entry"),
+            Metric::new("entries_spread", "entries per node, most / fewest", "", 2)
+                .maybe(self.entries_spread())
+                .goal(Goal::AtMost(FAIRNESS))
+                .column("max/min"),
+            Metric::new("seat_changes_per_entry", "seat changes per entry", "", 4)
+                .value(self.seat_changes_per_entry())
+                .goal(Goal::Exactly(0.0))
+                .column("seats/entry"),
             Metric::new("join_ms", "join", "ms", 1)
                 .timing(timing(&self.join))
                 .goal(Goal::AtMost(300.0))
@@ -178,6 +209,21 @@ impl Row {
             "rss_idle_names_base_kb".into(),
             number(self.names_rss_kb.map(|(before, _)| before), 0),
         );
+        let per_node: Vec<Value> = self
+            .per_node
+            .iter()
+            .map(|n| {
+                let mut node = Map::new();
+                node.insert("node".into(), Value::from(n.node.clone()));
+                node.insert("entries".into(), Value::from(n.entries));
+                node.insert(
+                    "wait_p99_us".into(),
+                    number((!n.waits.is_empty()).then(|| percentile(&n.waits, 99.0)), 0),
+                );
+                Value::Object(node)
+            })
+            .collect();
+        object.insert("per_node".into(), Value::Array(per_node));
         for metric in &metrics {
             object.insert(metric.key.clone(), number(metric.value, metric.decimals));
             if metric.max.is_some() || metric.key.ends_with("_ms") {
@@ -320,13 +366,13 @@ pub fn table(row: &Row, args: &BenchArgs) -> String {
         row.max_active,
         row.spectators,
         if row.spectators > 0 {
-            " (they join but never request: throughput is among the active members)"
+            " (they contend too, served through members)"
         } else {
             ""
         }
     ));
     out.push_str(&format!(
-        "  latency: {} requests by one member alone, after {} warm-up; contention: {} entries timed after {} warm-up, {DEPTH} requests outstanding per active member\n",
+        "  latency: {} requests by one member alone, after {} warm-up; contention: {} entries timed after {} warm-up, {DEPTH} requests outstanding per node\n",
         row.acquire.len(),
         row.warmup,
         args.entries,
@@ -394,7 +440,27 @@ pub fn table(row: &Row, args: &BenchArgs) -> String {
             "\n  {missed} of {judged} targets missed (marked MISS)\n"
         ));
     }
+    out.push_str(&per_node_lines(row));
     out.push_str(&leave_note(row));
+    out
+}
+
+/// One line per contending node: its entries and its p99 wait.
+fn per_node_lines(row: &Row) -> String {
+    let mut out = format!("  contention per node ({} nodes):", row.nodes);
+    for node in &row.per_node {
+        let p99 = if node.waits.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{:.0} µs", percentile(&node.waits, 99.0))
+        };
+        out.push_str(&format!(
+            " {} {} entries (wait p99 {p99});",
+            node.node, node.entries
+        ));
+    }
+    out.pop();
+    out.push('\n');
     out
 }
 
@@ -460,9 +526,21 @@ pub fn sweep_table(rows: &[Row], args: &BenchArgs) -> String {
         "\n  targets: acquire p50 <= 150 µs, throughput >= 5000/s, messages per entry = 2(active-1), join <= 300 ms,\n  \
          leave <= 100 ms, crash detection <= 2000 ms, rss <= 8192 kB, idle cpu <= 0.5%,\n  \
          100 names/s >= 3x the single name's, rss with many idle names <= 16384 kB; * = missed.\n  \
-         Spectators never request; join, leave and crash are medians (the JSON has the max too).\n",
+         entries per node max/min <= 2, no seat changes under contention.\n  \
+         Every node contends, spectators too; join, leave and crash are medians (the JSON has the max too).\n",
     );
+    let three = rows.iter().find(|r| r.nodes == 3).map(|r| r.throughput);
+    if let Some(three) = three.filter(|t| *t > 0.0) {
+        for row in rows.iter().filter(|r| r.nodes > 3) {
+            out.push_str(&format!(
+                "  throughput at {} nodes: {:.2} of the 3-node figure (target >= 0.5)\n",
+                row.nodes,
+                row.throughput / three
+            ));
+        }
+    }
     for row in rows {
+        out.push_str(&per_node_lines(row));
         out.push_str(&leave_note(row));
     }
     out
