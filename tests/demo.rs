@@ -38,9 +38,11 @@ fn demo_passes_and_cleans_up() {
         "{stdout}"
     );
     assert!(stdout.contains("most holders at once:      1"), "{stdout}");
-    // The story was told: contention, a deferred reply, the spectator's seat.
+    // The story was told: contention, a deferred reply, a spectator served
+    // through a member, then seated.
     assert!(stdout.contains("DEFER"), "{stdout}");
-    assert!(stdout.contains("waiting for a seat"), "{stdout}");
+    assert!(stdout.contains("FORWARDED to"), "{stdout}");
+    assert!(stdout.contains("ENTER through"), "{stdout}");
     assert!(stdout.contains("LEFT (graceful)"), "{stdout}");
     // Every node process is gone: each log ends with the node leaving.
     let mut logs = Vec::new();
