@@ -65,9 +65,11 @@ pub struct NodeFlags {
     /// Serve no client API.
     #[arg(long, conflicts_with = "api")]
     pub no_api: bool,
-    /// Authenticate and encrypt peer traffic with the keys in FILE (base64, one
-    /// per line, the first used to send; make one with `ra keygen`). Every node
-    /// of the cluster needs it. SIGHUP re-reads it (key rotation).
+    /// Seal membership datagrams (encrypted and authenticated) and prove peer
+    /// connections with a handshake, using the keys in FILE (base64, one per
+    /// line, the first used to send; make one with `ra keygen`). Lock messages
+    /// on a proven connection are not encrypted. Every node of the cluster
+    /// needs it. SIGHUP re-reads it (key rotation).
     #[arg(long, value_name = "FILE")]
     pub cluster_key: Option<PathBuf>,
 }

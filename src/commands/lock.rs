@@ -95,10 +95,15 @@ fn describe_progress(lock: &str, p: &pb::Progress) -> String {
         return format!("waiting for lock {lock}: the node is not in a cluster yet");
     }
     if p.role == "spectator" {
-        return format!(
-            "waiting for lock {lock}: the node is a spectator, {} of {} in line for a seat",
-            p.seat_position, p.seat_line
-        );
+        // A spectator's ticket is asked for by the member it was forwarded to.
+        return match p.waiting_for.first() {
+            Some(member) => format!(
+                "waiting for lock {lock}: the node is a spectator; member {member} asks for it"
+            ),
+            None => format!(
+                "waiting for lock {lock}: the node is a spectator, looking for a member to ask for it"
+            ),
+        };
     }
     if p.ahead_here > 0 {
         return format!(
