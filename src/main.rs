@@ -9,7 +9,10 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let result = match cli.command {
         None => run_node(&cli.node),
         Some(Command::Lock(args)) => ra::commands::lock::run(&args),
@@ -31,6 +34,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// clap's own exit is 2 for a usage error (0 for --help). `ra lock` promises
+/// 125 for its own errors, bad arguments included: CMD's status is passed
+/// through, so a 2 would read as CMD's.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let is_lock = std::env::args_os().nth(1).is_some_and(|a| a == "lock");
+    if is_lock && e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::from(ra::commands::exit::OWN_ERROR);
+    }
+    e.exit()
 }
 
 fn run_node(flags: &ra::config::NodeFlags) -> anyhow::Result<ExitCode> {

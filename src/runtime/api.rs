@@ -88,6 +88,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (health, health_service) = tonic_health::server::health_reporter();
+    // tonic-health starts "" at SERVING: say NOT_SERVING until report_health
+    // has asked the node, or a probe that connects first is told it is ready.
+    for service in ["", "ra.v1.Lock"] {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
     // Both versions of reflection: grpcurl asks v1, older clients v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
