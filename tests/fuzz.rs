@@ -1294,6 +1294,35 @@ fn resolve_text(text: &str) -> anyhow::Result<config::NodeConfig> {
 
 const DAY_MS: i128 = 24 * 3600 * 1000;
 
+/// Every numeric setting of the file, and the values it takes (the others at
+/// their defaults: a probe period of 500 ms and a probe RTT of 150 ms).
+const NUMERIC: &[(&str, &str, i128, i128)] = &[
+    ("node", "max_active", 1, 64),
+    ("node", "hold_ms", 0, DAY_MS),
+    ("cluster", "found_after_ms", 0, DAY_MS),
+    ("cluster", "retry_join_ms", 1, DAY_MS),
+    ("cluster", "takeover_after_ms", 0, DAY_MS),
+    ("cluster", "proposal_timeout_ms", 1, DAY_MS),
+    ("cluster", "leave_timeout_ms", 0, DAY_MS),
+    ("cluster", "tick_ms", 1, DAY_MS),
+    ("cluster", "grant_lease_ms", 1, DAY_MS),
+    ("swim", "probe_period_ms", 151, DAY_MS),
+    ("swim", "probe_rtt_ms", 1, 499),
+    ("swim", "suspect_to_down_after_ms", 1, DAY_MS),
+    ("swim", "gossip_every_ms", 1, DAY_MS),
+    ("swim", "announce_every_ms", 1, DAY_MS),
+    ("swim", "announce_to_down_every_ms", 1, DAY_MS),
+    ("swim", "max_transmissions", 1, 255),
+    ("swim", "indirect_probes", 1, 64),
+    // Harmless however large: foca picks at most every member.
+    ("swim", "gossip_fanout", 1, u64::MAX as i128),
+    ("swim", "remove_down_after_s", 0, 86_400),
+    ("swim", "max_packet_size", 512, 65_000),
+    ("limits", "max_peer_connections", 8, 65_536),
+    ("limits", "idle_timeout_ms", 1000, DAY_MS),
+    ("limits", "window_kb", 64, 16_384),
+];
+
 fn config_value() -> impl Strategy<Value = i128> {
     prop_oneof![
         2 => any::<i64>().prop_map(i128::from),
@@ -1417,6 +1446,119 @@ proptest! {
             }
         }
     }
+}
+
+proptest! {
+    #![proptest_config(budget(512))]
+
+    /// Each numeric setting: accepted exactly in its range, and refused with
+    /// a message that names it.
+    #[test]
+    fn numeric_settings_are_checked_and_errors_name_them(
+        field in prop::sample::select(NUMERIC),
+        value in config_value(),
+    ) {
+        let (section, key, lo, hi) = field;
+        let in_range = |v: i128| (lo..=hi).contains(&v);
+        let text = format!("[{section}]\n{key} = {value}\n");
+        match resolve_text(&text) {
+            Ok(_) => prop_assert!(in_range(value), "{key} = {value} was accepted"),
+            Err(e) => {
+                prop_assert!(!in_range(value), "{key} = {value} was refused: {e:#}");
+                let message = format!("{e:#}");
+                let named = message.contains(key) || message.contains(&key.replace('_', "-"));
+                prop_assert!(named, "{key} = {value}: {message}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(budget(128))]
+
+    /// Whatever settings the file may give, a node runs on them: it starts,
+    /// founds, takes a member in and loses it again without a panic.
+    #[test]
+    fn accepted_settings_run_a_node(
+        values in prop::collection::vec(
+            (prop::sample::select(NUMERIC), config_value(), any::<bool>()),
+            0..6,
+        ),
+    ) {
+        let mut text = String::new();
+        for ((section, key, lo, hi), value, raw) in values {
+            let in_range = |v: i128| (lo..=hi).contains(&v);
+            // Half of them moved into range, so that files are often accepted.
+            let value = if raw || in_range(value) { value } else { value.rem_euclid(100) + 1 };
+            text.push_str(&format!("[{section}]\n{key} = {value}\n"));
+        }
+        let Ok(config) = resolve_text(&text) else {
+            return Ok(());
+        };
+        let mut a = Node::new(process(7000), Vec::new(), config.settings.clone(), 1, Duration::ZERO);
+        let mut b = Node::new(process(7001), vec![local(7000)], config.settings, 2, Duration::ZERO);
+        // B announces; A answers; then B falls silent and A's timers run.
+        let as_timer = |o: Output| match o {
+            Output::Timer { at, timer } => Some((at, timer)),
+            _ => None,
+        };
+        let mut timers: Vec<(Duration, TimerId)> = a.drain_outputs().filter_map(as_timer).collect();
+        b.handle(Duration::ZERO, Input::Timer(TimerId::Tick));
+        let out: Vec<Output> = b.drain_outputs().collect();
+        prop_assert!(!datagrams(&out, local(7000)).is_empty(), "B announces");
+        for data in datagrams(&out, local(7000)) {
+            let out = feed(&mut a, Duration::ZERO, local(7001), &data);
+            timers.extend(out.into_iter().filter_map(as_timer));
+        }
+        for _ in 0..200 {
+            let Some(i) = (0..timers.len()).min_by_key(|i| timers[*i].0) else {
+                break;
+            };
+            let (at, timer) = timers.swap_remove(i);
+            a.handle(at, Input::Timer(timer));
+            timers.extend(a.drain_outputs().filter_map(as_timer));
+        }
+    }
+}
+
+/// Regression: three settings had no upper bound. foca reserves
+/// `indirect_probes` slots and a `max_packet_size` buffer when a node starts
+/// (a capacity-overflow panic, an allocation failure that aborts), and a
+/// `remove_down_after_s` near 2^63 overflowed the shell's timer `Instant` as
+/// soon as a member went down. And some refusals named no setting.
+#[test]
+fn settings_that_crashed_a_node_are_refused_by_name() {
+    for line in [
+        "indirect_probes = 9223372036854775807",
+        "indirect_probes = 65",
+        "max_packet_size = 1099511627776",
+        "max_packet_size = 65001",
+        "remove_down_after_s = 9223372036854775807",
+        "remove_down_after_s = 86401",
+        "max_transmissions = 256",
+        "gossip_every_ms = 0",
+        "announce_every_ms = 0",
+        "announce_to_down_every_ms = 0",
+        "probe_rtt_ms = -1",
+        "probe_period_ms = 18446744073709551615",
+    ] {
+        let key = line.split(' ').next().expect("a key");
+        let message = format!(
+            "{:#}",
+            resolve_text(&format!("[swim]\n{line}\n")).expect_err(line)
+        );
+        assert!(message.contains(key), "{line}: {message}");
+    }
+    let at_the_edges =
+        "[swim]\nindirect_probes = 64\nmax_packet_size = 65000\nremove_down_after_s = 86400\n";
+    let config = resolve_text(at_the_edges).expect("the largest values are accepted");
+    Node::new(
+        process(7000),
+        Vec::new(),
+        config.settings,
+        1,
+        Duration::ZERO,
+    );
 }
 
 // ---- 4. the cluster key file -----------------------------------------------------
