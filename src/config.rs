@@ -286,7 +286,23 @@ fn read_file(path: &Path) -> Result<FileConfig> {
             .span()
             .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
         match line {
-            Some(line) => anyhow::anyhow!("config file {}, line {line}: {message}", path.display()),
+            Some(line) => {
+                // The line itself names the setting; the message may not
+                // ("invalid value: integer `256`, expected u8").
+                let quoted: String = text
+                    .lines()
+                    .nth(line - 1)
+                    .unwrap_or_default()
+                    .trim()
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(80)
+                    .collect();
+                anyhow::anyhow!(
+                    "config file {}, line {line} (`{quoted}`): {message}",
+                    path.display()
+                )
+            }
             None => anyhow::anyhow!("config file {}: {message}", path.display()),
         }
     })

@@ -46,7 +46,7 @@ impl foca::Invalidates for GossipKey {
 }
 
 #[derive(Debug)]
-pub struct MalformedGossip(postcard::Error);
+pub struct MalformedGossip(String);
 
 impl std::fmt::Display for MalformedGossip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,7 +87,15 @@ impl foca::BroadcastHandler<MemberId> for GossipHandler {
         data: &[u8],
         sender: Option<&MemberId>,
     ) -> Result<Option<GossipKey>, MalformedGossip> {
-        let item: Gossip = postcard::from_bytes(data).map_err(MalformedGossip)?;
+        let item: Gossip =
+            postcard::from_bytes(data).map_err(|e| MalformedGossip(e.to_string()))?;
+        // Checked like a set from the wire: one that no decision could have
+        // made (say, epoch 2^64 - 1) must not reach the node.
+        if let Gossip::ActiveSet(set) = &item {
+            set.check().map_err(|why| {
+                MalformedGossip(format!("active set of epoch {}: {why}", set.epoch))
+            })?;
+        }
         let local = sender.is_none();
         let key = match &item {
             Gossip::Leaving(process) => {

@@ -4,6 +4,13 @@
 use std::num::{NonZeroU8, NonZeroUsize};
 use std::time::Duration;
 
+/// Most indirect probes per probe cycle (SWIM uses a handful).
+pub const MAX_INDIRECT_PROBES: usize = 64;
+/// Largest SWIM payload: a sealed one still fits a UDP datagram.
+pub const MAX_PACKET_SIZE: usize = 65_000;
+/// Longest a down member is remembered: a day, like every other duration.
+pub const MAX_REMOVE_DOWN_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SwimSettings {
     pub probe_period: Duration,
@@ -52,14 +59,41 @@ impl SwimSettings {
         if self.max_transmissions == 0 || self.num_indirect_probes == 0 || self.gossip_fanout == 0 {
             return Err("swim.max_transmissions, swim.indirect_probes and swim.gossip_fanout must be at least 1".into());
         }
-        if self.gossip_every.is_zero()
-            || self.announce_every.is_zero()
-            || self.announce_to_down_every.is_zero()
-        {
-            return Err("swim gossip and announce periods must be positive".into());
+        // foca reserves room for this many probes when it starts.
+        if self.num_indirect_probes > MAX_INDIRECT_PROBES {
+            return Err(format!(
+                "swim.indirect_probes must be at most {MAX_INDIRECT_PROBES}, not {}",
+                self.num_indirect_probes
+            ));
         }
-        if self.max_packet_size < 512 {
-            return Err("swim.max_packet_size must be at least 512 bytes".into());
+        for (name, period) in [
+            ("swim.gossip_every_ms", self.gossip_every),
+            ("swim.announce_every_ms", self.announce_every),
+            (
+                "swim.announce_to_down_every_ms",
+                self.announce_to_down_every,
+            ),
+        ] {
+            if period.is_zero() {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        // foca allocates a buffer of this size when it starts, and so does
+        // the shell to receive: a datagram holds at most 65,507 bytes, and the
+        // seal adds 45 of its own.
+        if !(512..=MAX_PACKET_SIZE).contains(&self.max_packet_size) {
+            return Err(format!(
+                "swim.max_packet_size must be from 512 to {MAX_PACKET_SIZE} bytes, not {}",
+                self.max_packet_size
+            ));
+        }
+        // A timer this far out is an Instant overflow in the shell.
+        if self.remove_down_after > MAX_REMOVE_DOWN_AFTER {
+            return Err(format!(
+                "swim.remove_down_after_s must be at most {} (a day), not {}",
+                MAX_REMOVE_DOWN_AFTER.as_secs(),
+                self.remove_down_after.as_secs()
+            ));
         }
         Ok(())
     }

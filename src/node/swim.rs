@@ -24,7 +24,18 @@ impl Node {
         while let Ok(item) = self.gossip_in.try_recv() {
             match item {
                 Gossip::Leaving(process) => self.note_leaving(process),
-                Gossip::ActiveSet(set) => self.adopt(set, SetSource::Gossip),
+                // Bounded like a Decided message (see `check_numbers`): a set
+                // of our cluster far ahead of ours would use up the epochs.
+                Gossip::ActiveSet(set) => {
+                    match self.check_numbers(&Body::Decided { set: set.clone() }) {
+                        Ok(()) => self.adopt(set, SetSource::Gossip),
+                        Err(why) => self.emit(Event::Dropped {
+                            what: DroppedWhat::Datagram,
+                            from: "gossip".into(),
+                            why,
+                        }),
+                    }
+                }
             }
         }
         while let Some(notification) = self.swim_io.to_notify() {

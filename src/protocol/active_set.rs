@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ids::ProcessId;
 use super::lock::MAX_FENCE_EPOCH;
+use crate::wire::MAX_MEMBERS;
 
 /// The members of the active set for one epoch of one cluster.
 ///
@@ -32,6 +33,33 @@ impl ActiveSet {
             max_active,
             members: vec![founder],
         }
+    }
+
+    /// Whether this could be a decided set, by the rules the wire applies
+    /// (`crate::wire`): members, at most `max_active` of them (itself at
+    /// most [`MAX_MEMBERS`]), no address twice, and an epoch a fence can carry.
+    /// Sets that arrive as gossip are checked with it.
+    pub fn check(&self) -> Result<(), String> {
+        if self.members.is_empty() {
+            return Err("it has no members".into());
+        }
+        if !(1..=MAX_FENCE_EPOCH).contains(&self.epoch)
+            || !(1..=MAX_MEMBERS as u32).contains(&self.max_active)
+            || self.members.len() > self.max_active as usize
+        {
+            return Err(format!(
+                "it is inconsistent: epoch {}, max_active {}, {} members",
+                self.epoch,
+                self.max_active,
+                self.members.len()
+            ));
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            if self.members[..i].iter().any(|other| other.addr == m.addr) {
+                return Err(format!("it lists {} twice", m.addr));
+            }
+        }
+        Ok(())
     }
 
     pub fn contains(&self, process: &ProcessId) -> bool {
