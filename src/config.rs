@@ -1,5 +1,7 @@
 //! Settings: built-in defaults, then the config file, then flags; validated once
 //! here so the rest of the program can trust them.
+//!
+//! A little over 500 lines with its tests: every setting's default, bound and error.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};

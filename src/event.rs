@@ -6,6 +6,9 @@
 //! silently breaking a reader.
 //!
 //! Everything here is data: the sentences are built by the log writer.
+//!
+//! Long because it is a catalogue: one variant per thing a node can report, with
+//! its fields documented.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -22,6 +22,9 @@
 //! instead, for a long local run:
 //! `RA_FUZZ_CASES=20000 cargo test --release --test fuzz`. Failures are not
 //! persisted to files; a case worth keeping becomes a plain `#[test]` here.
+//!
+//! Long because it is five independent groups of properties, one per kind of outside
+//! input, that share generators.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;

@@ -3,6 +3,8 @@
 //! `RA_SIM_SEEDS=N` sets how many random schedules each test runs, `RA_SIM_SEED=S`
 //! the first seed, `RA_SIM_TRACE=1` prints the event trace of every failing (or,
 //! with one seed, every) schedule; `RA_SIM_TRACE=2` adds every datagram.
+//!
+//! Long because it is a list of scenario tests, each a few lines of assertions.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;

@@ -1,6 +1,10 @@
 //! Ricart–Agrawala as the node runs it, one instance per lock name: the
 //! tickets of local clients in line, asking, answering, entering and leaving
 //! the critical section, always under the current epoch.
+//!
+//! Long because it is one state machine: Ricart–Agrawala as the node runs it for
+//! every lock, from a ticket's arrival to its release or loss; split, its steps
+//! would reach across files for the same fields.
 
 use super::*;
 use crate::event::{RefusedReason, WithdrawReason};

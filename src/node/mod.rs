@@ -15,6 +15,9 @@
 //! The jobs are split by file: [`swim`] (who is alive), [`seating`] (the active
 //! set and its Paxos rounds), [`locking`] (Ricart–Agrawala per lock and the
 //! tickets), [`leaving`].
+//!
+//! Long because it is the node's one switchboard: the input match, the outputs, and
+//! the status it reports; each concern it dispatches to lives in its own file.
 
 mod evidence;
 mod leaving;

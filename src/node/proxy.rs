@@ -13,6 +13,9 @@
 //! [`HEARTBEAT`]. A spectator that hears nothing for [`SILENCE`] tells its
 //! client the lock is lost; the member lets go only when the spectator
 //! releases, leaves, or is declared failed, which takes longer than that.
+//!
+//! Long because both ends of one exchange live here, spectator and member, so each
+//! message's sender and receiver can be read side by side.
 
 use super::*;
 use crate::event::RefusedReason;

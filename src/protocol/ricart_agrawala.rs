@@ -13,6 +13,9 @@
 //! within that while, measured from when it asked. So a grant delayed in the
 //! network past the requester's eviction never lets it in (see README, "What it
 //! guarantees").
+//!
+//! Long because of its unit tests (from the `tests` module on): the algorithm itself
+//! is under 510 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

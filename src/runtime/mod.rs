@@ -1,6 +1,9 @@
 //! The tokio shell around the sans-IO [`Node`]: sockets, timers, clients,
 //! signals. One task owns the node; the others only move bytes, lines and
 //! client requests to it over channels.
+//!
+//! A little over 500 lines: the one task that owns the node and turns its outputs
+//! into effects; the I/O it drives lives in the sibling files.
 
 pub mod api;
 pub mod client;

@@ -1,5 +1,7 @@
 //! Named schedules that always run: the cases that matter most, written out by
 //! hand so each one happens for sure rather than by chance.
+//!
+//! Long because it is a list: each scenario is a short, separate schedule.
 
 use std::time::Duration;
 

@@ -1,6 +1,9 @@
 //! The simulated world: processes made of the real `Node`, a simulated network,
 //! one clock, one seeded random generator, and an event queue. Nothing in here
 //! depends on wall time or thread scheduling, so a seed replays exactly.
+//!
+//! Long because it is one job, the simulated world's event loop: processes, clients,
+//! faults and the liveness check all act on the same agenda.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};

@@ -4,6 +4,8 @@
 //! and a JSON log; the demo drives them through stdin exactly as a person would,
 //! merges their logs into one timeline as it goes, and checks the shared
 //! critical-section file.
+//!
+//! A little over 500 lines with its tests: the story, its pacing and its verdict.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -16,6 +16,9 @@
 //! failure-detection time once they stop), no phantom member is ever seated
 //! (every active set's members are among the three real processes), the
 //! target's identity renewals (`rejoined`) stay few, no node crashes.
+//!
+//! Long because the capture and flood roles run as child processes of this same
+//! file, beside the test that drives them.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

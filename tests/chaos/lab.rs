@@ -35,6 +35,9 @@
 //!
 //! Labs run one at a time in a process (the machine has 2 cores; timing-sensitive
 //! failure detection should not compete with a second cluster).
+//!
+//! Long because it is one job: namespaces, links, faults and processes of the lab,
+//! and their clean-up.
 
 // A toolkit: later fault tests use parts the current ones do not.
 #![allow(dead_code)]

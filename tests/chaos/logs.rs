@@ -2,6 +2,9 @@
 //! one typed [`LogRecord`] per line on stderr) and the shared `--cs-file`
 //! ([`ra::cs::CsRecord`]). Only this module looks at events, through the
 //! library's types: a renamed field fails to compile here.
+//!
+//! A little over 500 lines with its tests: reading the nodes' logs and the shared
+//! file into holds and gaps.
 
 // A toolkit: later fault tests use parts the current ones do not.
 #![allow(dead_code)]

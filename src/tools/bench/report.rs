@@ -1,5 +1,8 @@
 //! The report: every figure of one cluster size beside its target, as a table,
 //! a sweep across sizes, or JSON.
+//!
+//! A little over 500 lines with its tests: every figure, its target and its three
+//! renderings.
 
 use serde_json::{Map, Value};
 
