@@ -110,7 +110,10 @@ impl ActiveSet {
             if members.len() >= self.max_active as usize {
                 break;
             }
-            if !members.contains(candidate) {
+            // One seat per address: two incarnations at one address are one
+            // process and its ghost (a restart, or a damaged identity), and a
+            // set listing both would not even pass the wire's checks.
+            if !members.iter().any(|m| m.addr == candidate.addr) {
                 members.push(*candidate);
             }
         }
@@ -164,6 +167,14 @@ mod tests {
 
     fn voters(ports: &[u16]) -> BTreeSet<ProcessId> {
         ports.iter().map(|p| pid(*p)).collect()
+    }
+
+    #[test]
+    fn a_second_incarnation_at_a_seated_address_gets_no_seat() {
+        let s = set(&[1, 2]);
+        let ghost = ProcessId::new(pid(1).addr, 99);
+        let desired = s.desired_members(|_| true, &[ghost, pid(3)]);
+        assert_eq!(desired, vec![pid(1), pid(2), pid(3)]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand::RngExt;
 use rand::rngs::SmallRng;
 
@@ -30,6 +31,8 @@ pub struct NetConfig {
     pub slow_delay: Duration,
     /// How long a sender takes to notice a broken stream.
     pub break_detect: Duration,
+    /// Chance that a datagram arrives with a few bits flipped.
+    pub corrupt: f64,
 }
 
 impl Default for NetConfig {
@@ -43,6 +46,7 @@ impl Default for NetConfig {
             slow_message: 0.01,
             slow_delay: Duration::from_millis(400),
             break_detect: Duration::from_millis(200),
+            corrupt: 0.0,
         }
     }
 }
@@ -177,6 +181,21 @@ impl Network {
             arrivals.push(now + self.delay(config, rng));
         }
         arrivals
+    }
+
+    /// `data` as it arrives: with `config.corrupt`'s chance, one to eight of
+    /// its bits flipped. No random number is drawn when corruption is off, so
+    /// schedules without it replay as before.
+    pub fn damage(config: &NetConfig, rng: &mut SmallRng, data: &Bytes) -> Bytes {
+        if config.corrupt <= 0.0 || data.is_empty() || !rng.random_bool(config.corrupt) {
+            return data.clone();
+        }
+        let mut damaged = data.to_vec();
+        for _ in 0..rng.random_range(1..=8) {
+            let bit = rng.random_range(0..damaged.len() * 8);
+            damaged[bit / 8] ^= 1 << (bit % 8);
+        }
+        Bytes::from(damaged)
     }
 
     /// Send on a stream: in order after everything already in flight on it.

@@ -17,6 +17,9 @@ pub enum Mix {
     Everything,
     /// Partitions (symmetric and one-way) and pauses; no crashes.
     Partitions,
+    /// Every fault kind, and bit flips in a share of the datagrams, as a
+    /// damaged network or a hostile peer without the key would send them.
+    Corrupted,
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +87,9 @@ pub fn random(seed: u64, mix: Mix) -> Schedule {
         slow_message: rng.random_range(0.0..0.03),
         ..NetConfig::default()
     };
+    if mix == Mix::Corrupted {
+        config.net.corrupt = rng.random_range(0.01..0.1);
+    }
     let faults_start = ms(5_000);
     let faults_end = config.faults_end;
     let mut actions = Vec::new();
@@ -147,7 +153,7 @@ pub fn random(seed: u64, mix: Mix) -> Schedule {
         let at = between(&mut rng, faults_start, faults_end - ms(500));
         let slot = rng.random_range(0..slots);
         let kind = match mix {
-            Mix::Everything => rng.random_range(0..6),
+            Mix::Everything | Mix::Corrupted => rng.random_range(0..6),
             // At least one partition, then partitions and pauses.
             Mix::Partitions if fault == 0 => 3,
             Mix::Partitions => [3, 3, 4][rng.random_range(0..3)],

@@ -510,6 +510,7 @@ impl World {
                     }
                     if let Some(target) = slot_of(to) {
                         for at in arrivals {
+                            let data = Network::damage(&self.config.net, &mut self.rng, &data);
                             self.push(
                                 at,
                                 Happening::Input {
@@ -517,7 +518,7 @@ impl World {
                                     process: None,
                                     input: Input::Datagram {
                                         from: me.addr,
-                                        data: data.clone(),
+                                        data,
                                     },
                                 },
                             );
