@@ -14,6 +14,8 @@ const FIGURES: &[&str] = &[
     "spectators",
     "acquire_p50_us",
     "acquire_p99_us",
+    "client_path_p50_us",
+    "client_path_p99_us",
     "throughput_cs_per_s",
     "handoff_p50_us",
     "messages_per_entry",

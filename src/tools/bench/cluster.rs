@@ -28,6 +28,7 @@ use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::LockName;
 use crate::runtime::client::{Clients, TicketNews};
 use crate::runtime::{self, NodeHandle, Observed, RunOptions};
+use crate::wire::pb;
 
 /// The founder founds quickly instead of waiting out the shipped 4 s.
 pub const FOUND_AFTER: Duration = Duration::from_millis(200);
@@ -70,6 +71,9 @@ pub struct Cluster {
     pub max_active: usize,
     /// The shared critical-section file its nodes write, if any.
     pub cs_file: Option<std::path::PathBuf>,
+    /// Where its nodes put their API sockets (`n.sock` for the n-th); none
+    /// serve the API without it.
+    pub api_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Cluster {
@@ -92,6 +96,7 @@ impl Cluster {
             max_active: settings.max_active as usize,
             settings,
             cs_file: None,
+            api_dir: None,
         }
     }
 
@@ -112,7 +117,10 @@ impl Cluster {
             stay: true,
             cluster_key: None,
             limits: Default::default(),
-            api: ApiSocket::Off,
+            api: match &self.api_dir {
+                Some(dir) => ApiSocket::At(dir.join(format!("{}.sock", self.members.len()))),
+                None => ApiSocket::Off,
+            },
         };
         let options = RunOptions {
             config,
@@ -309,6 +317,69 @@ impl Cluster {
             .await?;
             if i >= warmup {
                 samples.push(micros(granted - asked));
+            }
+        }
+        Ok(samples)
+    }
+
+    /// What a program sees: acquire and release through the node's API socket,
+    /// as `ra lock` does (one Hold stream per entry), timed from opening the
+    /// stream to the node's exit; µs per entry. Needs [`Cluster::api_dir`].
+    pub async fn client_path_latency(
+        &mut self,
+        who: usize,
+        warmup: u64,
+        timed: u64,
+    ) -> Result<Vec<f64>> {
+        let dir = self.api_dir.clone().context("the cluster serves no API")?;
+        let socket = dir.join(format!("{who}.sock"));
+        let (mut client, _) = crate::commands::connect(&socket.display().to_string()).await?;
+        self.drain();
+        let me = self.members[who].handle.me;
+        let mut samples = Vec::with_capacity(timed as usize);
+        for i in 0..warmup + timed {
+            let started = Instant::now();
+            let (requests, rx) = mpsc::channel(2);
+            let acquire = pb::HoldRequest {
+                kind: Some(pb::hold_request::Kind::Acquire(pb::Acquire {
+                    lock: "default".into(),
+                    r#try: false,
+                    client: "ra bench".into(),
+                })),
+            };
+            requests
+                .send(acquire)
+                .await
+                .context("the Hold stream closed at once")?;
+            let mut events = client
+                .hold(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .context("the node refused the Hold stream")?
+                .into_inner();
+            loop {
+                let event = tokio::time::timeout(ENTRY_TIMEOUT, events.message())
+                    .await
+                    .context("gave up waiting for an uncontended grant")?
+                    .context("the Hold stream failed")?;
+                match event.and_then(|e| e.kind) {
+                    Some(pb::hold_event::Kind::Granted(_)) => break,
+                    Some(pb::hold_event::Kind::Queued(_) | pb::hold_event::Kind::Progress(_)) => {}
+                    other => bail!("an uncontended Hold ended with {other:?}"),
+                }
+            }
+            let release = pb::HoldRequest {
+                kind: Some(pb::hold_request::Kind::Release(pb::Release {})),
+            };
+            requests
+                .send(release)
+                .await
+                .context("the Hold stream closed before the release")?;
+            self.one_logged(me, "the exit", ENTRY_TIMEOUT, |e| {
+                matches!(e, Event::Exit { .. })
+            })
+            .await?;
+            if i >= warmup {
+                samples.push(micros(started.elapsed()));
             }
         }
         Ok(samples)

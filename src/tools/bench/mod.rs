@@ -128,8 +128,14 @@ fn measure_size(runtime: &tokio::runtime::Runtime, args: &BenchArgs, nodes: usiz
         ..Row::default()
     };
     {
+        // The API sockets, for the client-path figure, in a directory of ours.
+        let api_dir = tempfile::Builder::new()
+            .prefix("ra-bench-")
+            .tempdir()
+            .context("cannot make a directory for the API sockets")?;
         runtime.block_on(async {
             let mut cluster = Cluster::new();
+            cluster.api_dir = Some(api_dir.path().to_path_buf());
             let result = measure_in_process(&mut cluster, args, &mut row).await;
             cluster.shutdown().await;
             result
@@ -158,6 +164,10 @@ async fn measure_in_process(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
     let warmup = (timed / 10).clamp(10, 500);
     row.warmup = warmup;
     row.acquire = cluster.acquire_latency(active[0], warmup, timed).await?;
+    row.client_path = cluster
+        .client_path_latency(active[0], warmup, timed)
+        .await
+        .context("timing acquire and release through the API socket")?;
     // Every node contends, spectators too: they are served through members.
     let everyone: Vec<usize> = (0..row.nodes).collect();
     let contention = cluster.contention(&everyone, warmup, timed).await?;
