@@ -74,6 +74,20 @@ pub struct NodeFlags {
     /// needs it. SIGHUP re-reads it (key rotation).
     #[arg(long, value_name = "FILE")]
     pub cluster_key: Option<PathBuf>,
+    /// Mutual TLS on the peer gRPC port: this node's certificate (PEM), which
+    /// must name its advertised IP address as a subjectAltName. Needs
+    /// --tls-key and --tls-ca too. Encrypts lock messages between nodes; the
+    /// local API socket stays plain.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM) that signs every node's certificate: peers
+    /// are accepted, as callers and as servers, only with a certificate it
+    /// signed.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -139,6 +153,8 @@ pub struct NodeConfig {
     pub cluster_key: Option<(PathBuf, Keyring)>,
     /// Bounds of the peer server.
     pub limits: crate::runtime::transport::server::Limits,
+    /// Mutual TLS on the peer port, its files read and checked at start.
+    pub tls: Option<std::sync::Arc<crate::runtime::transport::tls::PeerTls>>,
 }
 
 /// Where the client API listens.
@@ -209,6 +225,9 @@ struct FileNode {
     log_level: Option<LogLevel>,
     api: Option<PathBuf>,
     cluster_key: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -502,6 +521,11 @@ pub fn resolve(args: &NodeFlags) -> Result<NodeConfig> {
         }
         limits.window_bytes = kb * 1024;
     }
+    let tls = resolve_tls(
+        args,
+        [&file.node.tls_cert, &file.node.tls_key, &file.node.tls_ca],
+        advertise,
+    )?;
     let cluster_key = match args.cluster_key.clone().or(file.node.cluster_key) {
         Some(path) => {
             let keys = crate::membership::keyfile::read(&path)?;
@@ -510,6 +534,7 @@ pub fn resolve(args: &NodeFlags) -> Result<NodeConfig> {
         None => None,
     };
     Ok(NodeConfig {
+        tls,
         cluster_key,
         limits,
         bind,
@@ -524,6 +549,40 @@ pub fn resolve(args: &NodeFlags) -> Result<NodeConfig> {
         stay: args.stay,
         api,
     })
+}
+
+/// All three TLS files or none; the files are read and checked here, so a
+/// bad one stops the node at start with one line.
+fn resolve_tls(
+    args: &NodeFlags,
+    [file_cert, file_key, file_ca]: [&Option<PathBuf>; 3],
+    advertise: SocketAddr,
+) -> Result<Option<std::sync::Arc<crate::runtime::transport::tls::PeerTls>>> {
+    let cert = args.tls_cert.clone().or(file_cert.clone());
+    let key = args.tls_key.clone().or(file_key.clone());
+    let ca = args.tls_ca.clone().or(file_ca.clone());
+    match (cert, key, ca) {
+        (None, None, None) => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => {
+            let files = crate::runtime::transport::tls::TlsFiles { cert, key, ca };
+            let tls = crate::runtime::transport::tls::load(files, advertise.ip())?;
+            Ok(Some(std::sync::Arc::new(tls)))
+        }
+        (cert, key, ca) => {
+            let missing: Vec<&str> = [
+                ("--tls-cert", cert.is_none()),
+                ("--tls-key", key.is_none()),
+                ("--tls-ca", ca.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, absent)| absent.then_some(flag))
+            .collect();
+            bail!(
+                "--tls-cert, --tls-key and --tls-ca go together (or tls_cert, tls_key and tls_ca in the config file): {} missing",
+                missing.join(" and ")
+            )
+        }
+    }
 }
 
 #[cfg(test)]

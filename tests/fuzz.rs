@@ -883,6 +883,108 @@ fn gossiped_sets_are_checked_like_messages() {
     assert_eq!(a.active_set(), Some(&valid));
 }
 
+/// One gossip datagram from the process at 127.0.0.1:`from` to `n`.
+fn gossip_from(n: &mut Node, from: u16, gossip: Vec<Gossip>) -> Vec<Output> {
+    let forged = Forged {
+        src: MemberId::new(process(from)),
+        src_incarnation: 0,
+        message: SwimMessage::Gossip,
+        updates: Vec::new(),
+        gossip,
+    };
+    let data = forged.encode(MemberId::new(n.me()));
+    feed(n, Duration::from_secs(5), local(from), &data)
+}
+
+/// Regression (the datagrams of `forged_datagrams_keep_the_node_sane`, plain
+/// and keyed alike: sealing is the shell's): a gossiped set of our own
+/// cluster far ahead was remembered by the gossip handler even when the node
+/// refused it, and adopted outright by a node with no set yet. Either way the
+/// node then ignored every later, lower epoch of its real cluster: wedged on
+/// an epoch no quorum decided. A gossiped set now needs a member the node has
+/// heard from, and nothing the node refuses is remembered.
+#[test]
+fn a_forged_far_ahead_epoch_neither_sticks_nor_wedges() {
+    let set = |cluster: u16, epoch: u64, members: &[u16]| ActiveSet {
+        cluster: process(cluster),
+        epoch,
+        max_active: 3,
+        members: members.iter().map(|p| process(*p)).collect(),
+    };
+    // A node with no set yet: a stranger's far-ahead set of cluster 7001,
+    // seating phantoms, is not adopted; the real member's own, lower, is.
+    let mut a = node(7000, &[]);
+    let out = gossip_from(
+        &mut a,
+        7009,
+        vec![Gossip::ActiveSet(set(7001, 1 << 20, &[7008]))],
+    );
+    assert_sane(&a, &out);
+    assert_eq!(a.active_set(), None, "a set no one it heard from is in");
+    let real = set(7001, 7, &[7001]);
+    gossip_from(&mut a, 7001, vec![Gossip::ActiveSet(real.clone())]);
+    assert_eq!(
+        a.active_set(),
+        Some(&real),
+        "the real, lower epoch is adopted"
+    );
+
+    // A founded node (epoch 1): a set of its own cluster beyond the bound is
+    // refused and forgotten, so a real later epoch still comes through.
+    let mut b = founded(7000);
+    let cluster = b.active_set().expect("founded").cluster;
+    let far = ActiveSet {
+        epoch: 1 + ra::node::MAX_EPOCH_LEAD + 1,
+        ..set(7000, 1, &[7000, 7001])
+    };
+    let far = ActiveSet { cluster, ..far };
+    gossip_from(&mut b, 7001, vec![Gossip::ActiveSet(far)]);
+    // Unchanged, but for seating the sender (epoch 2, decided by b alone).
+    let epoch = b.active_set().map(|s| s.epoch);
+    assert!(epoch.is_some_and(|e| e <= 2), "{epoch:?}");
+    let next = ActiveSet {
+        cluster,
+        ..set(7000, 5, &[7000, 7001])
+    };
+    gossip_from(&mut b, 7001, vec![Gossip::ActiveSet(next.clone())]);
+    assert_eq!(
+        b.active_set(),
+        Some(&next),
+        "a later real epoch is still adopted"
+    );
+}
+
+/// Regression: forged leave notices about processes no one knows grew the
+/// node's set of leaving peers (and the gossip handler's) without bound, each
+/// logged as a peer leaving. Only a known process can be leaving now.
+#[test]
+fn forged_leave_notices_about_strangers_are_not_kept() {
+    let mut a = founded(7000);
+    let mut noted = 0;
+    for batch in 0..400u16 {
+        let strangers = (0..3)
+            .map(|i| Gossip::Leaving(process(20_000 + batch * 3 + i)))
+            .collect();
+        let out = gossip_from(&mut a, 7009, strangers);
+        assert_sane(&a, &out);
+        noted += out
+            .iter()
+            .filter(|o| matches!(o, Output::Event(ra::event::Event::PeerLeaving { .. })))
+            .count();
+    }
+    assert_eq!(noted, 0, "no stranger is taken for a leaving peer");
+    // A member the node knows (it has heard from it) is still seen leaving.
+    gossip_from(&mut a, 7001, Vec::new());
+    let out = gossip_from(&mut a, 7001, vec![Gossip::Leaving(process(7001))]);
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Event(ra::event::Event::PeerLeaving { member }) if *member == process(7001)
+        )),
+        "a known peer's leave is noted"
+    );
+}
+
 // ---- 2. peer messages ----------------------------------------------------------
 
 /// What every converted message must satisfy, beyond round-tripping.
@@ -1353,6 +1455,9 @@ const KEYS: &[&str] = &[
     "log_level",
     "api",
     "cluster_key",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
     "found_after_ms",
     "retry_join_ms",
     "takeover_after_ms",

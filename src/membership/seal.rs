@@ -161,11 +161,11 @@ impl fmt::Display for OpenError {
             ),
             OpenError::PlainRefused => write!(
                 f,
-                "it is not encrypted, and this cluster requires its key (is the sender started without --cluster-key?)"
+                "it is not encrypted, and this cluster requires its key (is the sender started without --cluster-key, or without the --tls-* files?)"
             ),
             OpenError::UnknownKey(id) => write!(
                 f,
-                "it is sealed with key {id}, which this node does not have (wrong or rotated cluster key)"
+                "it is sealed with key {id}, which this node does not have (wrong or rotated cluster key, or another --tls-ca)"
             ),
             OpenError::NotAuthentic => write!(f, "it does not authenticate (forged or corrupted)"),
             OpenError::RefusedByPeer(why) => write!(f, "the peer cannot open our datagrams: {why}"),

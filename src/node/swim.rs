@@ -28,7 +28,11 @@ impl Node {
                 // of our cluster far ahead of ours would use up the epochs.
                 Gossip::ActiveSet(set) => {
                     match self.check_numbers(&Body::Decided { set: set.clone() }) {
-                        Ok(()) => self.adopt(set, SetSource::Gossip),
+                        Ok(()) if self.vouched(&set) => self.adopt(set, SetSource::Gossip),
+                        // No member of it that we heard from: it waits for
+                        // better evidence (a member's Decided, or its own
+                        // gossip), and is not spread meanwhile.
+                        Ok(()) => {}
                         Err(why) => self.emit(Event::Dropped {
                             what: DroppedWhat::Datagram,
                             from: "gossip".into(),
@@ -202,8 +206,36 @@ impl Node {
         }
     }
 
+    /// A gossiped active set is believed only if it seats a process (other
+    /// than us) that we heard from ourselves lately: a forged datagram can
+    /// name any epoch and any members, but cannot make those members answer.
+    /// Without this a forged set far ahead was adopted by a node that had no
+    /// set yet, and it then ignored its real cluster's lower epochs for good.
+    /// Sets from members' messages (`Decided` over gRPC) need no such check.
+    pub(super) fn vouched(&self, set: &ActiveSet) -> bool {
+        let limit = self.silence_limit();
+        set.members.iter().any(|m| {
+            *m != self.me
+                && !self.gone.contains(m)
+                && self
+                    .heard_from(m)
+                    .is_some_and(|at| self.now.saturating_sub(at) <= limit)
+        })
+    }
+
     pub(super) fn note_leaving(&mut self, process: ProcessId) {
-        if process != self.me && self.leaving_peers.insert(process) {
+        // Only a process we know (the one at its address, or a member of our
+        // set) can be leaving: forged notices about strangers would otherwise
+        // grow this set without bound.
+        let known = self
+            .peers
+            .get(&process.addr)
+            .is_some_and(|peer| peer.id.process == process)
+            || self
+                .active_set
+                .as_ref()
+                .is_some_and(|set| set.contains(&process));
+        if process != self.me && known && self.leaving_peers.insert(process) {
             // Its client tickets ended when it began to leave.
             self.drop_served_for(process, true);
             self.emit(Event::PeerLeaving { member: process });

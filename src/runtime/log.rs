@@ -433,14 +433,18 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
                 }
                 None => s.push_str("; no client API"),
             }
-            s.push_str(if *authenticated {
-                "; peers authenticated with the cluster key"
-            } else {
-                "; unauthenticated: anyone who reaches this port can take part (see --cluster-key)"
+            s.push_str(match (*authenticated, *tls) {
+                (true, false) => "; peers authenticated with the cluster key",
+                (true, true) => {
+                    "; peers authenticated with the cluster key; peer gRPC encrypted and authenticated by mutual TLS"
+                }
+                (false, true) => {
+                    "; peer gRPC encrypted and authenticated by mutual TLS; membership datagrams unauthenticated (see --cluster-key)"
+                }
+                (false, false) => {
+                    "; unauthenticated: anyone who reaches this port can take part (see --cluster-key, --tls-cert)"
+                }
             });
-            if *tls {
-                s.push_str(", gRPC over TLS");
-            }
             match data_dir {
                 Some(dir) => {
                     let _ = write!(s, "; state kept in {}", dir.display());

@@ -27,7 +27,7 @@ use crate::agenda::Agenda;
 use crate::config::NodeConfig;
 use crate::cs::{CriticalSection, unix_us};
 use crate::event::{DropReason, DroppedWhat, Event, Ticket};
-use crate::membership::seal::{OpenError, Sealer};
+use crate::membership::seal::{Keyring, OpenError, Sealer};
 use crate::node::{Input, Node, Output, PROXY_TICKETS, TimerId};
 use crate::protocol::ids::ProcessId;
 use crate::protocol::message::HeldLock;
@@ -151,7 +151,7 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
         bind: config.bind,
         api: api_path.clone(),
         authenticated: config.cluster_key.is_some(),
-        tls: false,
+        tls: config.tls.is_some(),
         data_dir: None,
     });
     let detection = config.settings.swim.probe_period + config.settings.swim.suspect_to_down_after;
@@ -162,9 +162,15 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
         });
     }
 
-    let sealer = Arc::new(RwLock::new(match &config.cluster_key {
-        Some((_, keys)) => Sealer::Keyed(keys.clone()),
-        None => Sealer::Plain,
+    // TLS without a cluster key still tags the datagrams with the CA (see
+    // `PeerTls::datagram_key`): nodes without TLS or of another CA stay out.
+    let sealer = Arc::new(RwLock::new(match (&config.cluster_key, &config.tls) {
+        (Some((_, keys)), _) => Sealer::Keyed(keys.clone()),
+        (None, Some(tls)) => match Keyring::new(vec![tls.datagram_key()]) {
+            Some(ring) => Sealer::Keyed(ring),
+            None => Sealer::Plain,
+        },
+        (None, None) => Sealer::Plain,
     }));
     let (inbox_tx, inbox_rx) = mpsc::channel::<Inbound>(8192);
     let (control_tx, control_rx) = mpsc::unbounded_channel::<Control>();
@@ -190,12 +196,21 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
     let server_inbox = inbox_tx.clone();
     let server_sealer = sealer.clone();
     let limits = config.limits.clone();
+    let server_tls = config.tls.clone();
     helpers.push(tokio::spawn(async move {
         let shutdown = async {
             let _ = server_stopped.await;
         };
-        if let Err(e) =
-            transport::serve(tcp, server_inbox, me, server_sealer, limits, shutdown).await
+        if let Err(e) = transport::serve(
+            tcp,
+            server_inbox,
+            me,
+            server_sealer,
+            limits,
+            server_tls,
+            shutdown,
+        )
+        .await
         {
             tracing::error!(target: "ra::transport", "the gRPC server stopped: {e}");
         }
@@ -240,7 +255,13 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
         node,
         base,
         udp,
-        peers: Peers::new(me, inbox_tx.clone(), stats.clone(), sealer.clone()),
+        peers: Peers::new(
+            me,
+            inbox_tx.clone(),
+            stats.clone(),
+            sealer.clone(),
+            config.tls.clone(),
+        ),
         sealer,
         timers: Agenda::default(),
         cs,

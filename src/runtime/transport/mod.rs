@@ -14,6 +14,7 @@
 
 pub mod handshake;
 pub mod server;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,6 +73,8 @@ struct Context {
     inbox: mpsc::Sender<Inbound>,
     sealer: Arc<RwLock<Sealer>>,
     expected: Expected,
+    /// Mutual TLS, when the node has it: every stream goes over it.
+    tls: Option<Arc<tls::PeerTls>>,
 }
 
 /// The sending side: one task per peer address.
@@ -87,6 +90,7 @@ impl Peers {
         inbox: mpsc::Sender<Inbound>,
         stats: Arc<WireStats>,
         sealer: Arc<RwLock<Sealer>>,
+        tls: Option<Arc<tls::PeerTls>>,
     ) -> Self {
         Self {
             queues: HashMap::new(),
@@ -96,6 +100,7 @@ impl Peers {
                 inbox,
                 sealer,
                 expected: Arc::new(Mutex::new(HashMap::new())),
+                tls,
             },
         }
     }
@@ -146,8 +151,17 @@ impl Peers {
     }
 }
 
-fn endpoint(addr: SocketAddr) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+fn endpoint(
+    addr: SocketAddr,
+    tls: Option<&tls::PeerTls>,
+) -> Result<Endpoint, tonic::transport::Error> {
+    let endpoint = match tls {
+        Some(tls) => {
+            Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.client_for(addr))?
+        }
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+    };
+    Ok(endpoint
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(1))
         .http2_keep_alive_interval(Duration::from_secs(5))
@@ -162,6 +176,54 @@ enum Failure {
     /// Anything else (unreachable, timed out, the handshake failed): no
     /// conclusion about the process.
     Other(String),
+    /// The TLS handshake failed: a misconfiguration (or an impostor) the
+    /// operator must hear of, not a routine retry.
+    Tls(String),
+}
+
+/// An error and its causes, in one line.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether a failure to connect is the TLS handshake's (a rustls error
+/// somewhere in its causes, or the peer closing the connection mid-way).
+fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<tokio_rustls::rustls::Error>().is_some()
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                io.get_ref().is_some_and(|inner| {
+                    inner
+                        .downcast_ref::<tokio_rustls::rustls::Error>()
+                        .is_some()
+                })
+            })
+            || e.to_string().contains("tls handshake")
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+fn connect_failure(error: &(dyn std::error::Error + 'static)) -> Failure {
+    if is_tls_failure(error) {
+        Failure::Tls(chain(error))
+    } else {
+        Failure::Other(chain(error))
+    }
 }
 
 /// One established stream: where to put frames, and the answers' half (which
@@ -181,11 +243,8 @@ async fn open(addr: SocketAddr, context: &Context) -> Result<Stream, Failure> {
         Err(e) => return Err(Failure::Other(e.to_string())),
         Ok(_) => {}
     }
-    let endpoint = endpoint(addr).map_err(|e| Failure::Other(e.to_string()))?;
-    let channel: Channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| Failure::Other(e.to_string()))?;
+    let endpoint = endpoint(addr, context.tls.as_deref()).map_err(|e| Failure::Other(chain(&e)))?;
+    let channel: Channel = endpoint.connect().await.map_err(|e| connect_failure(&e))?;
     let mut client = pb::peer_client::PeerClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -210,7 +269,12 @@ async fn open(addr: SocketAddr, context: &Context) -> Result<Stream, Failure> {
     let mut responses = client
         .exchange(ReceiverStream::new(rx))
         .await
-        .map_err(|status| Failure::Other(format!("refused the stream: {}", status.message())))?
+        .map_err(|status| match connect_failure(&status) {
+            // A server that refuses our certificate says so only once the
+            // stream is tried (TLS 1.3 checks the caller's after its own).
+            Failure::Tls(why) => Failure::Tls(why),
+            _ => Failure::Other(format!("refused the stream: {}", status.message())),
+        })?
         .into_inner();
     let welcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, responses.message()).await {
         Ok(Ok(Some(pb::PeerFrame {
@@ -295,10 +359,15 @@ async fn peer_stream(addr: SocketAddr, mut queue: mpsc::Receiver<pb::PeerFrame>,
                 {
                     return;
                 }
-                if let Failure::Other(why) = failure
-                    && (failures == 1 || failures.is_multiple_of(30))
-                {
-                    tracing::debug!(target: "ra::transport", "no stream to {addr}: {why}; retrying");
+                let say = failures == 1 || failures.is_multiple_of(30);
+                match failure {
+                    Failure::Other(why) if say => {
+                        tracing::debug!(target: "ra::transport", "no stream to {addr}: {why}; retrying");
+                    }
+                    Failure::Tls(why) if say => {
+                        tracing::warn!(target: "ra::transport", "no TLS stream to {addr}: {why}; retrying");
+                    }
+                    _ => {}
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));

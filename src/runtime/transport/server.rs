@@ -21,6 +21,7 @@ use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::handshake::{self, Side};
+use super::tls::{self, PeerTls, TlsPeer};
 use super::{HANDSHAKE_TIMEOUT, Inbound, MAX_MESSAGE};
 use crate::event::{DropReason, DroppedWhat, Event};
 use crate::membership::seal::Sealer;
@@ -53,6 +54,8 @@ struct PeerService {
     inbox: mpsc::Sender<Inbound>,
     me: ProcessId,
     sealer: Arc<RwLock<Sealer>>,
+    /// With TLS: each caller's certificate must name the address it claims.
+    tls: bool,
 }
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::PeerFrame, Status>> + Send>>;
@@ -76,8 +79,10 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         request: Request<Streaming<pb::PeerFrame>>,
     ) -> Result<Response<FrameStream>, Status> {
+        let tls_peer = request.extensions().get::<TlsPeer>().cloned();
         let remote = request
             .remote_addr()
+            .or_else(|| tls_peer.as_ref().and_then(|p| p.remote))
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let mut incoming = request.into_inner();
         let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming.message()).await {
@@ -105,6 +110,25 @@ impl pb::peer_server::Peer for PeerService {
             );
             Status::invalid_argument(e.0)
         })?;
+        if self.tls {
+            // The handshake proved the certificate is the CA's; it must also
+            // be this caller's, or one node's certificate would speak for all.
+            let certs = tls_peer.map(|p| p.certs).unwrap_or_default();
+            if !tls::names(&certs, caller.addr.ip()) {
+                let detail = format!(
+                    "its certificate does not name {}, the address its Hello claims",
+                    caller.addr.ip()
+                );
+                drop_stream(
+                    self.me,
+                    &remote,
+                    DropReason::NotAuthenticated {
+                        detail: detail.clone(),
+                    },
+                );
+                return Err(Status::unauthenticated(detail));
+            }
+        }
         let key = {
             let sealer = self
                 .sealer
@@ -284,30 +308,51 @@ impl Session {
     }
 }
 
-/// Serve the peer protocol on `listener` until `shutdown` resolves.
+/// Serve the peer protocol on `listener` until `shutdown` resolves, over
+/// mutual TLS when `tls` is given.
 pub async fn serve(
     listener: TcpListener,
     inbox: mpsc::Sender<Inbound>,
     me: ProcessId,
     sealer: Arc<RwLock<Sealer>>,
     limits: Limits,
+    tls: Option<Arc<PeerTls>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     // Nagle's algorithm waiting on delayed ACKs costs ~40 ms per reply otherwise.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let incoming = limit::limit(incoming, limits.max_connections, Some(limits.idle_timeout));
-    let service = pb::peer_server::PeerServer::new(PeerService { inbox, me, sealer })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    Server::builder()
+    let service = pb::peer_server::PeerServer::new(PeerService {
+        inbox,
+        me,
+        sealer,
+        tls: tls.is_some(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE)
+    .max_encoding_message_size(MAX_MESSAGE);
+    let mut builder = Server::builder()
         .max_concurrent_streams(Some(4))
         .initial_connection_window_size(Some(limits.window_bytes))
         .initial_stream_window_size(Some(limits.window_bytes))
         .max_frame_size(Some(16 * 1024))
         .http2_max_header_list_size(Some(16 * 1024))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    match tls {
+        // The handshake runs in `tls::accept` (within the connection limit),
+        // so tonic is handed connections already encrypted.
+        Some(tls) => {
+            let incoming = tls::accept(incoming, tls, me);
+            builder
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+        None => {
+            builder
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    }
 }

@@ -116,6 +116,7 @@ impl Cluster {
             requests: 0,
             stay: true,
             cluster_key: None,
+            tls: None,
             limits: Default::default(),
             api: match &self.api_dir {
                 Some(dir) => ApiSocket::At(dir.join(format!("{}.sock", self.members.len()))),
