@@ -41,6 +41,11 @@ pub struct NodeFlags {
     /// Append one JSON line per entry and exit to this shared file.
     #[arg(long, value_name = "PATH")]
     pub cs_file: Option<PathBuf>,
+    /// Keep the cluster's identity, the highest epoch and each lock's highest
+    /// fence in this directory (fsynced), so fences go on rising after the whole
+    /// cluster restarts. Without it, fences start over.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -144,6 +149,8 @@ pub struct NodeConfig {
     /// How long the console's Enter and `--requests` hold the lock.
     pub console_hold: Duration,
     pub cs_file: Option<PathBuf>,
+    /// Where the node keeps its state (`--data-dir`); none: nothing is kept.
+    pub data_dir: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_level: LogLevel,
     pub requests: u32,
@@ -221,6 +228,7 @@ struct FileNode {
     max_active: Option<u32>,
     hold_ms: Option<u64>,
     cs_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
     log_format: Option<LogFormat>,
     log_level: Option<LogLevel>,
     api: Option<PathBuf>,
@@ -543,6 +551,7 @@ pub fn resolve(args: &NodeFlags) -> Result<NodeConfig> {
         settings,
         console_hold,
         cs_file: args.cs_file.clone().or(file.node.cs_file),
+        data_dir: args.data_dir.clone().or(file.node.data_dir),
         log_format: args.log_format.or(file.node.log_format).unwrap_or_default(),
         log_level,
         requests: args.requests.unwrap_or(0),

@@ -29,6 +29,9 @@ pub type Ticket = u64;
 #[serde(rename_all = "snake_case")]
 pub enum SetSource {
     Founded,
+    /// Started again at a new epoch after a whole-cluster restart, from the
+    /// members' data directories.
+    Refounded,
     Decided,
     Message,
     Gossip,
@@ -258,6 +261,35 @@ pub enum Event {
     },
     Founded {
         cluster: ProcessId,
+    },
+    /// Started from a data directory: the cluster and set it names, until this
+    /// node is in a cluster again (it never founds one alone).
+    Restored {
+        cluster: ProcessId,
+        epoch: u64,
+        members: Vec<ProcessId>,
+        locks: usize,
+    },
+    /// Still in no cluster after a restart from the data directory: waiting
+    /// for a running member, or for every member of the last set to restart.
+    RecoveryWaiting {
+        epoch: u64,
+        missing: Vec<SocketAddr>,
+        #[serde(with = "millis")]
+        waited: Duration,
+    },
+    /// Every member of the last active set restarted from its data directory:
+    /// the cluster starts again here, at an epoch above every one they knew.
+    Refounded {
+        cluster: ProcessId,
+        epoch: u64,
+        highest_known: u64,
+        from: Vec<ProcessId>,
+    },
+    /// A set of another cluster than the data directory's was not taken on.
+    ForeignClusterIgnored {
+        kept: ProcessId,
+        other: ProcessId,
     },
 
     // ---- the active set -------------------------------------------------

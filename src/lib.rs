@@ -10,6 +10,7 @@ pub mod agenda;
 pub mod commands;
 pub mod config;
 pub mod cs;
+pub mod durable;
 pub mod event;
 pub mod membership;
 pub mod node;

@@ -250,6 +250,10 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
             active_set: Some(set_to(set)),
         }),
         Body::Leaving => B::Leaving(pb::Leaving {}),
+        Body::Recovering { last, epoch } => B::Recovering(pb::Recovering {
+            last: Some(set_to(last)),
+            epoch: *epoch,
+        }),
         Body::WhoHolds { query } => B::WhoHolds(pb::WhoHolds { query: *query }),
         Body::Holding { query, locks } => B::Holding(pb::Holding {
             query: *query,
@@ -377,6 +381,17 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, WireError> {
             set: set_from(d.active_set, "decided.active_set")?,
         },
         B::Leaving(_) => Body::Leaving,
+        B::Recovering(r) => {
+            let last = set_from(r.last, "recovering.last")?;
+            let epoch = epoch_from(r.epoch, "recovering.epoch")?;
+            if epoch < last.epoch {
+                return Err(WireError(format!(
+                    "`recovering.epoch` is {epoch}, below its set's {}",
+                    last.epoch
+                )));
+            }
+            Body::Recovering { last, epoch }
+        }
         B::WhoHolds(w) => Body::WhoHolds { query: w.query },
         B::Holding(h) => {
             if h.locks.len() > MAX_HELD_LISTED {
@@ -545,6 +560,10 @@ mod tests {
             },
             Body::Decided { set: view() },
             Body::Leaving,
+            Body::Recovering {
+                last: view(),
+                epoch: 9,
+            },
             Body::WhoHolds { query: 9 },
             Body::Holding {
                 query: 9,

@@ -311,6 +311,10 @@ fn valid_body() -> BoxedStrategy<Body> {
                 .prop_map(|(epoch, promised)| Body::Nack { epoch, promised }),
             valid_set().prop_map(|set| Body::Decided { set }),
             Just(Body::Leaving),
+            (valid_set(), 0..=MAX_FENCE_EPOCH).prop_map(|(last, epoch)| Body::Recovering {
+                epoch: epoch.max(last.epoch),
+                last,
+            }),
             edgy_u64().prop_map(|query| Body::WhoHolds { query }),
             (
                 edgy_u64(),
@@ -1223,6 +1227,8 @@ fn pb_body() -> BoxedStrategy<pb::envelope::Body> {
             .prop_map(|(epoch, promised)| B::Nack(pb::Nack { epoch, promised })),
         pb_set().prop_map(|active_set| B::Decided(pb::Decided { active_set })),
         Just(B::Leaving(pb::Leaving {})),
+        (pb_set(), edgy_u64())
+            .prop_map(|(last, epoch)| B::Recovering(pb::Recovering { last, epoch })),
         edgy_u64().prop_map(|query| B::WhoHolds(pb::WhoHolds { query })),
         (
             edgy_u64(),

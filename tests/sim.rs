@@ -905,3 +905,117 @@ fn scenario_carrier_leaves_with_deferred_replies() {
         "in none of the runs was the leaving member the spectator's carrier: the scenario lost its point"
     );
 }
+
+/// Every event of the processes at `slot` started at or after `since`.
+fn events_after(report: &Report, slot: usize, since: Duration) -> Vec<&Event> {
+    report
+        .events
+        .iter()
+        .filter(|(t, p, _)| *t >= since && at_slot(slot)(p))
+        .map(|(_, _, e)| e)
+        .collect()
+}
+
+#[test]
+fn scenario_whole_cluster_restart_durable() {
+    let report = run_scenario(
+        "whole_cluster_restart_durable",
+        scenarios::whole_cluster_restart_durable(),
+    );
+    let restart = Duration::from_millis(9000);
+    let all: Vec<(Duration, Fence)> = (0..3).flat_map(|slot| entries(&report, slot)).collect();
+    let before: Vec<Fence> = all
+        .iter()
+        .filter(|(t, _)| *t < restart)
+        .map(|(_, f)| *f)
+        .collect();
+    let after: Vec<Fence> = all
+        .iter()
+        .filter(|(t, _)| *t > restart)
+        .map(|(_, f)| *f)
+        .collect();
+    assert_eq!(
+        before.len(),
+        9,
+        "the first run served every request: {before:?}"
+    );
+    assert_eq!(
+        after.len(),
+        9,
+        "the second run served every request: {after:?}"
+    );
+    let highest_before = before.iter().max().copied().expect("entries");
+    assert!(
+        after.iter().all(|f| *f > highest_before),
+        "a fence of the second run is not above {highest_before:?}: {after:?}"
+    );
+    // Exactly one node started the cluster again; nobody founded a new one.
+    let refounds = report
+        .events
+        .iter()
+        .filter(|(_, _, e)| matches!(e, Event::Refounded { .. }))
+        .count();
+    assert_eq!(refounds, 1);
+    for slot in 0..3 {
+        assert!(
+            !events_after(&report, slot, restart)
+                .iter()
+                .any(|e| matches!(e, Event::Founded { .. })),
+            "slot {slot} founded a new cluster after the restart"
+        );
+    }
+}
+
+#[test]
+fn scenario_founder_restarts_cut_off_durable() {
+    let report = run_scenario(
+        "founder_restarts_cut_off",
+        scenarios::founder_restarts_cut_off(true),
+    );
+    let restart = Duration::from_millis(8500);
+    let after = events_after(&report, 0, restart);
+    assert!(
+        !after
+            .iter()
+            .any(|e| matches!(e, Event::Founded { .. } | Event::Refounded { .. })),
+        "the restarted founder founded a cluster of its own"
+    );
+    assert_eq!(report.stats.split_overlaps, 0);
+    // It waited in no cluster until the cut healed, then rejoined the old one.
+    let first_set = report
+        .events
+        .iter()
+        .find(|(t, p, e)| {
+            *t >= restart && at_slot(0)(p) && matches!(e, Event::ActiveSetInstalled { .. })
+        })
+        .map(|(t, _, _)| *t)
+        .expect("the restarted founder joined a cluster");
+    assert!(first_set >= Duration::from_millis(20_000), "{first_set:?}");
+    let old = entries(&report, 0);
+    let (early, late): (Vec<_>, Vec<_>) = old.iter().partition(|(t, _)| *t < restart);
+    assert!(!early.is_empty() && late.len() == 2, "{old:?}");
+    let others_max = [1, 2]
+        .into_iter()
+        .flat_map(|slot| entries(&report, slot))
+        .filter(|(t, _)| *t < Duration::from_millis(20_000))
+        .map(|(_, f)| f)
+        .max()
+        .expect("the others entered");
+    assert!(late.iter().all(|(_, f)| *f > others_max));
+}
+
+/// The same schedule without data directories: the restarted founder does
+/// found a second cluster (what the data directory prevents above).
+#[test]
+fn scenario_founder_restarts_cut_off_without_data_founds_again() {
+    let report = run_scenario(
+        "founder_restarts_cut_off",
+        scenarios::founder_restarts_cut_off(false),
+    );
+    assert!(
+        events_after(&report, 0, Duration::from_millis(8500))
+            .iter()
+            .any(|e| matches!(e, Event::Founded { .. })),
+        "without a data directory the founder should have founded again"
+    );
+}

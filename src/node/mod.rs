@@ -23,6 +23,7 @@ mod evidence;
 mod leaving;
 mod locking;
 mod proxy;
+mod recovery;
 mod seating;
 mod swim;
 
@@ -56,6 +57,7 @@ use crate::protocol::ricart_agrawala::{Mutations, RicartAgrawala, State};
 
 pub use locking::{IncomingRequest, LocalHolder, LockStatus, PendingStatus, TicketProgress};
 pub use proxy::PROXY_TICKETS;
+pub use recovery::Durability;
 
 type Swim = Foca<MemberId, CheckedCodec, SmallRng, GossipHandler>;
 
@@ -211,6 +213,9 @@ pub enum Output {
         from: ProcessId,
         locks: Vec<HeldLock>,
     },
+    /// Write this state to the data directory, with fsync, before carrying
+    /// out any output that follows it (only with a data directory).
+    Persist(crate::durable::DurableState),
     /// The node has left the cluster; nothing more will come out of it.
     Left,
 }
@@ -342,6 +347,8 @@ pub struct Node {
     /// A renewal of our SWIM identity waits for this time (see `evidence`).
     renew_at: Option<Duration>,
     last_renewal: Option<Duration>,
+    /// The data directory's side of the node, if it has one.
+    durable: Option<recovery::Durable>,
     rng: SmallRng,
     out: Vec<Output>,
 }
@@ -355,6 +362,19 @@ impl Node {
         settings: NodeSettings,
         seed: u64,
         now: Duration,
+    ) -> Self {
+        Self::with_durability(me, seeds, settings, seed, now, Durability::Off)
+    }
+
+    /// A node that keeps its state in a data directory (`Output::Persist`),
+    /// and starts from what `durability` found there.
+    pub fn with_durability(
+        me: ProcessId,
+        seeds: Vec<SocketAddr>,
+        settings: NodeSettings,
+        seed: u64,
+        now: Duration,
+        durability: Durability,
     ) -> Self {
         let (handler, gossip_in) = GossipHandler::new();
         let seeds: Vec<SocketAddr> = seeds.into_iter().filter(|s| *s != me.addr).collect();
@@ -419,9 +439,21 @@ impl Node {
             last_renewal: Some(now),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed_0f7a),
             out: Vec::new(),
+            durable: recovery::Durable::new(durability, now),
             settings,
         };
-        let found_in = node.seeds.is_empty().then_some(node.settings.found_after);
+        // A node with a past never founds a cluster alone (see `recovery`).
+        if let Some(restored) = node.durable.as_ref().and_then(|d| d.restored()) {
+            node.found_at = None;
+            let event = Event::Restored {
+                cluster: restored.set.cluster,
+                epoch: restored.epoch,
+                members: restored.set.members.clone(),
+                locks: restored.fences.len(),
+            };
+            node.emit(event);
+        }
+        let found_in = node.found_at.map(|_| node.settings.found_after);
         node.emit(Event::Started {
             me,
             seeds: node.seeds.clone(),
@@ -528,6 +560,7 @@ impl Node {
             return;
         }
         self.claims.set_wall_now(self.wall_now_us());
+        let first_output = self.out.len();
         match input {
             Input::Datagram { from, data } => {
                 self.note_datagram_contact(from, &data);
@@ -557,6 +590,7 @@ impl Node {
             Input::Leave => self.on_leave(),
         }
         self.settle();
+        self.persist_changes(first_output);
         self.route_served_outputs();
     }
 
@@ -645,6 +679,7 @@ impl Node {
         self.maybe_renew();
         self.retry_join();
         self.maybe_found();
+        self.recovery_tick();
         if let Some(proposal) = &self.proposal
             && self.now >= proposal.started + self.settings.proposal_timeout
         {
@@ -785,6 +820,7 @@ impl Node {
             Body::Accepted { epoch, ballot } => self.on_accepted(from, epoch, ballot),
             Body::Nack { epoch, promised } => self.on_nack(epoch, promised),
             Body::Leaving => self.note_leaving(from),
+            Body::Recovering { last, epoch } => self.on_recovering(from, last, epoch),
             Body::WhoHolds { query } => {
                 let locks = self.holding(crate::wire::MAX_HELD_LISTED);
                 self.send(from, Body::Holding { query, locks });
@@ -817,7 +853,9 @@ impl Node {
             | Body::Promise { epoch, .. }
             | Body::Accepted { epoch, .. }
             | Body::Nack { epoch, .. } => Some(*epoch),
+            // A recovering node's epochs are checked against its own (`recovery`).
             Body::Leaving
+            | Body::Recovering { .. }
             | Body::Busy { .. }
             | Body::WhoHolds { .. }
             | Body::Holding { .. }

@@ -18,6 +18,9 @@ impl Node {
     /// Take on an active set someone else decided, if it is newer than ours (or
     /// belongs to an older cluster that ours merges into).
     pub(super) fn adopt(&mut self, set: ActiveSet, source: SetSource) {
+        if self.refuses_while_recovering(&set) {
+            return;
+        }
         match &self.active_set {
             None => self.install(set, source),
             Some(mine) if mine.same_cluster(&set) => {

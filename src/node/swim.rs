@@ -116,6 +116,7 @@ impl Node {
             }
         }
         self.welcome(member);
+        self.report_recovering(member);
         self.spread_news();
     }
 
@@ -323,7 +324,14 @@ impl Node {
     /// of: a late seed or a healed partition brings us back.
     pub(super) fn retry_join(&mut self) {
         let alone = self.alone_since.is_some();
-        if (self.unheard_seeds.is_empty() && !alone)
+        // Recovering from a data directory: the old members are where the
+        // cluster is, whoever else we reach.
+        let old_members: Vec<SocketAddr> = self
+            .recovery_targets()
+            .into_iter()
+            .filter(|a| !self.peers.get(a).is_some_and(|p| p.alive))
+            .collect();
+        if (self.unheard_seeds.is_empty() && !alone && old_members.is_empty())
             || self.life != Life::Running
             || self.now < self.next_join_attempt
         {
@@ -331,6 +339,7 @@ impl Node {
         }
         self.next_join_attempt = self.now + self.settings.retry_join_every;
         let mut targets = self.unheard_seeds.clone();
+        targets.extend(old_members);
         if alone {
             targets.extend(self.seeds.iter().copied());
             targets.extend(self.peers.keys().copied());

@@ -82,6 +82,14 @@ pub enum Body {
         set: ActiveSet,
     },
     Leaving,
+    /// The sender restarted from its data directory and is in no cluster yet:
+    /// the last set it installed and the highest epoch it knew. A member of a
+    /// running cluster answers with `Decided`; a node that is recovering too
+    /// counts it towards starting the cluster again (`node::recovery`).
+    Recovering {
+        last: ActiveSet,
+        epoch: u64,
+    },
     /// Which locks do your clients hold? (for `ra status`)
     WhoHolds {
         query: u64,
@@ -152,6 +160,7 @@ impl Body {
             Body::Nack { .. } => "nack",
             Body::Decided { .. } => "decided",
             Body::Leaving => "leaving",
+            Body::Recovering { .. } => "recovering",
             Body::WhoHolds { .. } => "who_holds",
             Body::Holding { .. } => "holding",
             Body::ProxyAcquire { .. } => "proxy_acquire",

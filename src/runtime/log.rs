@@ -53,6 +53,8 @@ pub fn level_of(event: &Event) -> Level {
     match event {
         Event::EpochsExhausted { .. } | Event::FenceSpaceExhausted { .. } => Level::ERROR,
         Event::StillAlone { .. }
+        | Event::RecoveryWaiting { .. }
+        | Event::ForeignClusterIgnored { .. }
         | Event::Alone
         | Event::MemberFailed { .. }
         | Event::ProcessGone { .. }
@@ -552,6 +554,42 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
         ),
         Event::PeerLeaving { member } => format!("member {} announced it is leaving", p(member)),
         Event::Founded { .. } => "no existing cluster answered: founded a new cluster".into(),
+        Event::Restored {
+            cluster,
+            epoch,
+            members,
+            locks,
+        } => format!(
+            "restored from the data directory: the cluster founded by {}, epoch {epoch}, last active set {}, fences of {locks} lock(s); rejoining it (this node never founds a cluster alone)",
+            p(cluster),
+            l(members)
+        ),
+        Event::RecoveryWaiting {
+            epoch,
+            missing,
+            waited,
+        } => {
+            let missing: Vec<String> = missing.iter().map(|a| a.to_string()).collect();
+            format!(
+                "in no cluster {:.0} s after restarting from the data directory: waiting for a running member, or for every member of the last active set (epoch {epoch}) to restart with its data directory; not heard from: {}",
+                waited.as_secs_f64(),
+                missing.join(", ")
+            )
+        }
+        Event::Refounded {
+            epoch,
+            highest_known,
+            from,
+            ..
+        } => format!(
+            "every member of the last active set restarted with its data directory ({}): the cluster starts again at epoch {epoch}, above the highest epoch any of them knew ({highest_known}), so every fence from now on is above every earlier one",
+            l(from)
+        ),
+        Event::ForeignClusterIgnored { kept, other } => format!(
+            "ignored the active set of the cluster founded by {}: the data directory belongs to the cluster founded by {} (its fences would start below the earlier ones; move the data directory away to join another cluster)",
+            p(other),
+            p(kept)
+        ),
         Event::ActiveSetInstalled {
             epoch,
             members,
@@ -588,6 +626,7 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             }
             let how = match source {
                 SetSource::Founded => "founded",
+                SetSource::Refounded => "started again from the data directories",
                 SetSource::Decided => "decided here",
                 SetSource::Message | SetSource::Gossip => "learned",
             };

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod client;
 pub mod console;
+pub mod data_dir;
 pub mod limit;
 pub mod log;
 pub mod transport;
@@ -132,6 +133,13 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
         options.print_cs,
     )?;
     let me = ProcessId::new(config.advertise, unix_us());
+    let (data_dir, durability) = match &config.data_dir {
+        Some(path) => {
+            let (dir, found) = data_dir::DataDir::open(path, config.advertise)?;
+            (Some(dir), found)
+        }
+        None => (None, crate::node::Durability::Off),
+    };
     let api_path = match &config.api {
         crate::config::ApiSocket::Off => None,
         crate::config::ApiSocket::PerPort => Some(crate::config::default_api_path(bound.port())),
@@ -152,7 +160,7 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
         api: api_path.clone(),
         authenticated: config.cluster_key.is_some(),
         tls: config.tls.is_some(),
-        data_dir: None,
+        data_dir: config.data_dir.clone(),
     });
     let detection = config.settings.swim.probe_period + config.settings.swim.suspect_to_down_after;
     if config.console_hold >= detection && (options.console || config.requests > 0) {
@@ -244,12 +252,13 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
 
     let stats = Arc::new(WireStats::default());
     let base = Instant::now();
-    let node = Node::new(
+    let node = Node::with_durability(
         me,
         config.join.clone(),
         config.settings.clone(),
         random_seed(),
         Duration::ZERO,
+        durability,
     );
     let shell = Shell {
         node,
@@ -271,6 +280,8 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
         observer: options.observer,
         log_events: options.log_events,
         me,
+        data_dir,
+        failed: None,
     };
     let task = tokio::spawn(async move {
         let result = shell.run(inbox_rx, control_rx).await;
@@ -326,6 +337,11 @@ struct Shell {
     observer: Option<mpsc::UnboundedSender<Observed>>,
     log_events: bool,
     me: ProcessId,
+    /// Where `Output::Persist` goes.
+    data_dir: Option<data_dir::DataDir>,
+    /// A write to the data directory failed: the node stops, since what
+    /// follows the write may not be sent.
+    failed: Option<anyhow::Error>,
 }
 
 impl Shell {
@@ -366,6 +382,10 @@ impl Shell {
                 }
             }
             left |= self.apply_outputs();
+        }
+        if let Some(error) = self.failed.take() {
+            // Nothing more goes out: what follows depended on the write.
+            return Err(error);
         }
         // Tell the clients still waiting that the node is gone.
         self.sessions.clear();
@@ -423,7 +443,21 @@ impl Shell {
         let mut left = false;
         let outputs: Vec<Output> = self.node.drain_outputs().collect();
         for output in outputs {
+            if self.failed.is_some() {
+                return true;
+            }
             match output {
+                Output::Persist(state) => {
+                    // Before every output after it: those may depend on it.
+                    if let Some(dir) = &self.data_dir
+                        && let Err(e) = dir.write(&state)
+                    {
+                        self.failed = Some(e.context(
+                            "the node stops: it cannot keep its state in the data directory",
+                        ));
+                        return true;
+                    }
+                }
                 Output::Datagram { to, data } => {
                     let mut nonce = [0u8; 24];
                     if getrandom::fill(&mut nonce).is_err() {

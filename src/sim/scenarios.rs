@@ -544,3 +544,76 @@ pub fn carrier_leaves_with_deferred_replies(carrier: usize) -> Schedule {
         until: ms(20_000),
     }
 }
+
+/// Every node has a data directory. The three take the lock, are all killed at
+/// once, and start again with the quick start's commands (the founder without
+/// seeds): the cluster starts again above every epoch it knew, so every fence
+/// of the second run is above every fence of the first. The oracle compares
+/// fences across the restart: the cluster keeps its identity.
+pub fn whole_cluster_restart_durable() -> Schedule {
+    let mut config = calm(3);
+    config.durable = true;
+    config.keep_quorum = false;
+    let mut actions = three_nodes();
+    for slot in 0..3 {
+        actions.push((ms(6000), Action::Request { slot, count: 3 }));
+    }
+    for slot in 0..3 {
+        actions.push((ms(9000), Action::Crash { slot }));
+    }
+    actions.extend([
+        (ms(9500), start(0, &[])),
+        (ms(9600), start(1, &[0])),
+        (ms(9700), start(2, &[1])),
+    ]);
+    for slot in 0..3 {
+        actions.push((ms(16_000), Action::Request { slot, count: 3 }));
+    }
+    Schedule {
+        config,
+        actions,
+        until: ms(30_000),
+    }
+}
+
+/// The founder is killed and restarted without seeds (its command) while cut
+/// off from the two others, which go on without it. With its data directory
+/// it never founds a second cluster: it waits, and rejoins its old cluster
+/// once the cut heals. (Without one, it founds a second cluster after
+/// `found_after`.)
+pub fn founder_restarts_cut_off(durable: bool) -> Schedule {
+    let mut config = calm(3);
+    config.durable = durable;
+    let mut actions = three_nodes();
+    for slot in 0..3 {
+        actions.push((ms(6000), request(slot)));
+    }
+    actions.extend([
+        (ms(8000), Action::Crash { slot: 0 }),
+        (
+            ms(8000),
+            Action::Cut {
+                from: vec![0],
+                to: vec![1, 2],
+            },
+        ),
+        (
+            ms(8000),
+            Action::Cut {
+                from: vec![1, 2],
+                to: vec![0],
+            },
+        ),
+        (ms(8500), start(0, &[])),
+        (ms(14_000), request(0)),
+        (ms(14_000), request(1)),
+        (ms(20_000), Action::Heal),
+        (ms(24_000), request(0)),
+        (ms(24_000), request(2)),
+    ]);
+    Schedule {
+        config,
+        actions,
+        until: ms(45_000),
+    }
+}

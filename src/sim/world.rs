@@ -17,7 +17,7 @@ use super::network::{Fate, NetConfig, Network, StreamKey};
 use super::oracle::{Oracle, Stats};
 use crate::agenda::Agenda;
 use crate::event::{Event, GoneEvidence, Ticket};
-use crate::node::{Input, Node, NodeSettings, Output};
+use crate::node::{Durability, Input, Node, NodeSettings, Output};
 use crate::protocol::active_set::ActiveSet;
 use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::LockName;
@@ -106,6 +106,9 @@ pub struct SimConfig {
     pub trace: bool,
     /// Also record every datagram, with its fate.
     pub trace_datagrams: bool,
+    /// Every process has a data directory that survives its crashes and
+    /// restarts (`--data-dir`): what it last persisted, it starts from.
+    pub durable: bool,
 }
 
 impl SimConfig {
@@ -121,6 +124,7 @@ impl SimConfig {
             keep_quorum: true,
             trace: false,
             trace_datagrams: false,
+            durable: false,
         }
     }
 }
@@ -174,6 +178,8 @@ struct Slot {
     clients: BTreeMap<Ticket, Client>,
     /// When it last woke up from a pause.
     resumed_at: Option<Duration>,
+    /// The slot's data directory: the state its processes last persisted.
+    disk: Option<crate::durable::DurableState>,
 }
 
 /// What one run found.
@@ -577,6 +583,11 @@ impl World {
                 Output::Refused { ticket, .. } => {
                     self.slots[slot].clients.remove(&ticket);
                 }
+                Output::Persist(state) => {
+                    if self.config.durable {
+                        self.slots[slot].disk = Some(state);
+                    }
+                }
                 Output::Left => {
                     self.oracle.on_stop(me);
                     self.slots[slot].node = None;
@@ -895,12 +906,18 @@ impl World {
             .map(slot_addr)
             .collect();
         let node_seed = self.rng.random::<u64>();
-        let node = Node::new(
+        let durability = match (&self.slots[slot].disk, self.config.durable) {
+            (_, false) => Durability::Off,
+            (None, true) => Durability::Fresh,
+            (Some(state), true) => Durability::Restored(state.clone()),
+        };
+        let node = Node::with_durability(
             process,
             seeds,
             self.config.settings.clone(),
             node_seed,
             self.now,
+            durability,
         );
         let state = &mut self.slots[slot];
         state.node = Some(node);

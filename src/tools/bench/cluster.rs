@@ -111,6 +111,7 @@ impl Cluster {
             settings: self.settings.clone(),
             console_hold: Duration::ZERO,
             cs_file: self.cs_file.clone(),
+            data_dir: None,
             log_format: LogFormat::Text,
             log_level: LogLevel::Info,
             requests: 0,
