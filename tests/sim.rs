@@ -1019,3 +1019,35 @@ fn scenario_founder_restarts_cut_off_without_data_founds_again() {
         "without a data directory the founder should have founded again"
     );
 }
+
+/// Seeds 61004139, 61017007 and 61017877: a member served a ticket that
+/// reached it from a spectator it had already declared failed (the ask had
+/// waited in a stalled stream), entered for it, and held the lock for ever.
+#[test]
+fn scenario_stale_ask_of_a_failed_spectator() {
+    let report = run_scenario(
+        "stale_ask_of_a_failed_spectator",
+        scenarios::stale_ask_of_a_failed_spectator(),
+    );
+    assert!(
+        entries(&report, 3).is_empty(),
+        "the spectator entered though it was cut off and then killed"
+    );
+    for slot in 0..3 {
+        assert_eq!(entries(&report, slot).len(), 1, "member {slot} was served");
+    }
+}
+
+/// The random schedules that found it, replayed by name.
+#[test]
+fn seeds_of_the_stale_spectator_ask() {
+    for seed in [61004139, 61017007, 61017877] {
+        let report = schedule::random(seed, Mix::Everything).run();
+        assert!(
+            report.passed(),
+            "seed {seed}: {:?}, unserved {:?}",
+            report.violations,
+            report.unserved
+        );
+    }
+}

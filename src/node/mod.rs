@@ -675,6 +675,7 @@ impl Node {
         self.notice_pause();
         self.refresh_expiring_grants();
         self.check_forwarded();
+        self.drop_served_for_gone();
         self.send_heartbeats();
         self.maybe_renew();
         self.retry_join();

@@ -497,6 +497,12 @@ impl Node {
             self.send(from, news(ProxyNews::AskElsewhere));
             return;
         }
+        if self.spectator_gone(&from) {
+            // An ask older than our verdict (it waited in a stalled stream):
+            // served now, no later verdict would ever take the lock back. A
+            // spectator that is alive after all asks again every `REASK`.
+            return;
+        }
         let key = (from, lock.clone(), ticket);
         if let Some(ours) = self.proxy.by_spectator.get(&key) {
             // Asked again (a broken stream): the same ticket.
@@ -723,6 +729,38 @@ impl Node {
                 // It may be alive after all (a false verdict): it asks again.
                 self.give_up_waiting(ticket);
             }
+        }
+    }
+
+    /// Whether this node has a verdict that `spectator` is gone: declared
+    /// down, leaving, proved gone, or replaced by a later process at its
+    /// address that we heard from ourselves (a rumour alone may be forged).
+    fn spectator_gone(&self, spectator: &ProcessId) -> bool {
+        self.gone.contains(spectator)
+            || self.leaving_peers.contains(spectator)
+            || self.peers.get(&spectator.addr).is_some_and(|peer| {
+                let later = peer.id.process;
+                (later == *spectator && !peer.alive)
+                    || (later.incarnation > spectator.incarnation
+                        && self.heard_from(&later).is_some())
+            })
+    }
+
+    /// Every tick: tickets served for a spectator found gone by another way
+    /// than the verdict's own event (an ask from a process we never knew,
+    /// whose successor at its address we met later) are given back too.
+    pub(super) fn drop_served_for_gone(&mut self) {
+        let gone: BTreeSet<ProcessId> = self
+            .proxy
+            .served
+            .values()
+            .filter(|s| s.letting_go_at.is_none())
+            .map(|s| s.spectator)
+            .filter(|s| self.spectator_gone(s))
+            .collect();
+        for spectator in gone {
+            let proved = self.gone.contains(&spectator);
+            self.drop_served_for(spectator, proved);
         }
     }
 

@@ -617,3 +617,42 @@ pub fn founder_restarts_cut_off(durable: bool) -> Schedule {
         until: ms(45_000),
     }
 }
+
+/// The simulator's seeds 61004139, 61017007 and 61017877 in their simplest
+/// form: a spectator forwards its ticket while a stall holds its stream's
+/// bytes, the members declare it failed, and it is killed. When TCP gets
+/// through again, the old ask reaches its member, which must not hold the
+/// lock for a process it has already declared failed: no later verdict would
+/// ever take the lock back, and the members' own requests would wait for
+/// ever.
+pub fn stale_ask_of_a_failed_spectator() -> Schedule {
+    let mut config = calm(4);
+    config.hold = ms(50);
+    let members = vec![0, 1, 2];
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(5000), start(3, &[0])),
+            (
+                ms(8000),
+                Action::Stall {
+                    from: vec![3],
+                    to: members.clone(),
+                },
+            ),
+            (ms(8100), request(3)),
+            (ms(12_000), Action::Crash { slot: 3 }),
+            (ms(13_000), Action::HealStreams),
+            (ms(14_000), Action::Heal),
+            (ms(15_000), request(0)),
+            (ms(15_000), request(1)),
+            (ms(15_000), request(2)),
+        ],
+    ]
+    .concat();
+    Schedule {
+        config,
+        actions,
+        until: ms(25_000),
+    }
+}
