@@ -15,7 +15,7 @@ use ra::event::{Event, FailureCause};
 use ra::node::PROXY_TICKETS;
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::Fence;
-use ra::protocol::ricart_agrawala::Mutations;
+use ra::protocol::mutations::Mutations;
 use ra::sim::schedule::Schedule;
 use ra::sim::schedule::{self, Mix};
 use ra::sim::{Report, scenarios, slot_addr};

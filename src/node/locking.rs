@@ -539,7 +539,7 @@ impl Node {
             received_at: self.now,
         };
         let mutations = self.settings.mutations;
-        let epoch = if mutations.skip_epoch_check {
+        let epoch = if mutations.skip_epoch_check() {
             // Broken on purpose (tests only): decide under whatever set the
             // requester names.
             set.epoch
@@ -778,7 +778,7 @@ impl Node {
             s.epoch == deferred.epoch && s.contains(&requester) && s.contains(&self.me)
         });
         if (still_valid && !self.voted_to_remove(&requester))
-            || self.settings.mutations.skip_epoch_check
+            || self.settings.mutations.skip_epoch_check()
         {
             self.send_reply(requester, lock, deferred, true);
         } else if still_valid {

@@ -196,7 +196,7 @@ impl Node {
         let Some(set) = self.active_set.as_ref() else {
             return;
         };
-        if self.settings.mutations.local_active_sets {
+        if self.settings.mutations.local_active_sets() {
             // Broken on purpose (tests only): every node installs the set its own
             // member list suggests, with no agreement, as naive designs do.
             let wanted = set.desired_members(|p| self.keeps_seat(p), &self.spectators());
