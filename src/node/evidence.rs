@@ -204,7 +204,9 @@ impl Node {
             // and the leases that would hold its seat.
             return;
         }
-        // Tell the others too: they may not have a connection to it.
+        // Tell the others too: they may not have a connection to it. foca
+        // fails an update only about our own identity (this is a peer's) or
+        // when encoding it to broadcast, which cannot fail into a Vec.
         let _ = self.swim.apply_many(
             std::iter::once(foca::Member::down(peer.id)),
             true,

@@ -134,7 +134,8 @@ impl Node {
             self.settings.max_active = set.max_active;
         }
         // Spread it to spectators, who are not sent Decided directly. An error
-        // means the set does not fit a datagram; it still reaches members by gRPC.
+        // (from encoding or from foca) means the set does not fit a datagram;
+        // it still reaches members by gRPC.
         if let Ok(item) = Gossip::ActiveSet(set.clone()).encode() {
             let _ = self.swim.add_broadcast(&item);
         }
