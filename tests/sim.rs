@@ -446,6 +446,8 @@ fn scenario_leave_with_deferred_replies() {
     for slot in [1, 2] {
         assert!(first_time(&report, slot, |e| matches!(e, Event::MemberLeft { .. })).is_some());
         assert!(first_time(&report, slot, |e| matches!(e, Event::MemberFailed { .. })).is_none());
+        // Nor a proof of death when its connection is refused afterwards.
+        assert!(first_time(&report, slot, |e| matches!(e, Event::ProcessGone { .. })).is_none());
     }
 }
 
