@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ra::event::{Event, FailureCause};
+use ra::event::{Event, Expiry, FailureCause};
 use ra::node::PROXY_TICKETS;
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::Fence;
@@ -906,4 +906,28 @@ fn scenario_carrier_leaves_with_deferred_replies() {
         !carriers.is_empty(),
         "in none of the runs was the leaving member the spectator's carrier: the scenario lost its point"
     );
+}
+
+/// A grant that arrived in time but ran out while the holder's reply was
+/// awaited is logged as that, not as a reply that came late.
+#[test]
+fn scenario_grant_expires_behind_a_long_hold() {
+    let report = run_scenario(
+        "grant_expires_behind_a_long_hold",
+        scenarios::grant_expires_behind_a_long_hold(),
+    );
+    let expiries: Vec<Expiry> = report
+        .events
+        .iter()
+        .filter(|(_, p, _)| at_slot(1)(p))
+        .filter_map(|(_, _, e)| match e {
+            Event::ReplyExpired { from, when, .. } => {
+                assert_eq!(from.addr, slot_addr(2), "only slot 2's grant waited");
+                Some(*when)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expiries, [Expiry::WhileWaiting]);
+    assert_eq!(entries(&report, 1).len(), 1, "slot 1 entered after all");
 }

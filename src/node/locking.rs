@@ -7,7 +7,7 @@
 //! would reach across files for the same fields.
 
 use super::*;
-use crate::event::{RefusedReason, WithdrawReason};
+use crate::event::{Expiry, RefusedReason, WithdrawReason};
 use crate::protocol::ricart_agrawala::{
     Decision, DeferReason, DeferredRequest, EnterOutcome, Grant, ReplyOutcome,
 };
@@ -821,6 +821,7 @@ impl Node {
                     lock: lock.clone(),
                     from,
                     request_id,
+                    when: Expiry::OnArrival,
                 });
                 self.reask(&lock, &[from]);
             }
@@ -856,6 +857,7 @@ impl Node {
                             lock: lock.clone(),
                             from: *from,
                             request_id: id,
+                            when: Expiry::WhileWaiting,
                         }));
                     }
                 }
