@@ -68,6 +68,17 @@ pub enum FailureCause {
     ProcessGone,
 }
 
+/// When a grant's lease ran out before its requester could use it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expiry {
+    /// The reply itself arrived after its lease: it may predate an eviction.
+    OnArrival,
+    /// It arrived in time, but its lease ran out while another member's reply
+    /// was awaited (a long hold ahead of the request).
+    WhileWaiting,
+}
+
 /// Why a pending request was taken back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -387,12 +398,12 @@ pub enum Event {
         epoch: u64,
         why: StaleReason,
     },
-    /// A reply that arrived after its grant lease: it may predate an eviction,
-    /// so the member is asked again.
+    /// A grant that outlived its lease unused: the member is asked again.
     ReplyExpired {
         lock: LockName,
         from: ProcessId,
         request_id: u64,
+        when: Expiry,
     },
     NewerSetSent {
         lock: LockName,

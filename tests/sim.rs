@@ -11,11 +11,11 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ra::event::{Event, FailureCause};
+use ra::event::{Event, Expiry, FailureCause};
 use ra::node::PROXY_TICKETS;
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::Fence;
-use ra::protocol::ricart_agrawala::Mutations;
+use ra::protocol::mutations::Mutations;
 use ra::sim::schedule::Schedule;
 use ra::sim::schedule::{self, Mix};
 use ra::sim::{Report, scenarios, slot_addr};
@@ -446,6 +446,8 @@ fn scenario_leave_with_deferred_replies() {
     for slot in [1, 2] {
         assert!(first_time(&report, slot, |e| matches!(e, Event::MemberLeft { .. })).is_some());
         assert!(first_time(&report, slot, |e| matches!(e, Event::MemberFailed { .. })).is_none());
+        // Nor a proof of death when its connection is refused afterwards.
+        assert!(first_time(&report, slot, |e| matches!(e, Event::ProcessGone { .. })).is_none());
     }
 }
 
@@ -1050,4 +1052,28 @@ fn seeds_of_the_stale_spectator_ask() {
             report.unserved
         );
     }
+}
+
+/// A grant that arrived in time but ran out while the holder's reply was
+/// awaited is logged as that, not as a reply that came late.
+#[test]
+fn scenario_grant_expires_behind_a_long_hold() {
+    let report = run_scenario(
+        "grant_expires_behind_a_long_hold",
+        scenarios::grant_expires_behind_a_long_hold(),
+    );
+    let expiries: Vec<Expiry> = report
+        .events
+        .iter()
+        .filter(|(_, p, _)| at_slot(1)(p))
+        .filter_map(|(_, _, e)| match e {
+            Event::ReplyExpired { from, when, .. } => {
+                assert_eq!(from.addr, slot_addr(2), "only slot 2's grant waited");
+                Some(*when)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expiries, [Expiry::WhileWaiting]);
+    assert_eq!(entries(&report, 1).len(), 1, "slot 1 entered after all");
 }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
+use crate::runtime::log::TicketNo;
 use crate::wire::pb;
 
 #[derive(Args, Debug, Clone)]
@@ -208,34 +209,43 @@ pub fn run_status(args: &StatusArgs) -> Result<ExitCode> {
         );
     }
     for lock in &reply.locks {
-        let mut line = format!("  lock {} here:", lock.name);
-        if let Some(h) = &lock.holder {
-            line.push_str(&format!(" held by ticket {} (fence {})", h.ticket, h.fence));
-            if h.lost {
-                line.push_str(", LOST: waiting for its client to stop");
-            }
-        }
-        if lock.waiting_here > 0 {
-            line.push_str(&format!(" {} waiting", lock.waiting_here));
-        }
-        if !lock.request_waiting_for.is_empty() {
-            line.push_str(&format!(
-                "; request waits for {}",
-                lock.request_waiting_for.join(", ")
-            ));
-        }
-        if !lock.deferring.is_empty() {
-            line.push_str(&format!("; deferring {}", lock.deferring.join(", ")));
-        }
-        if lock.last_fence > 0 {
-            line.push_str(&format!("; last fence {}", lock.last_fence));
-        }
-        println!("{line}");
+        println!("  {}", lock_line(lock));
     }
     if reply.locks_not_listed > 0 {
         println!("  ... and {} more locks", reply.locks_not_listed);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One lock as this node sees it: the clauses that apply, `idle` if none does.
+fn lock_line(lock: &pb::LockState) -> String {
+    let mut clauses = Vec::new();
+    if let Some(h) = &lock.holder {
+        let mut held = format!("held by ticket {} (fence {})", TicketNo(h.ticket), h.fence);
+        if h.lost {
+            held.push_str(", LOST: waiting for its client to stop");
+        }
+        clauses.push(held);
+    }
+    if lock.waiting_here > 0 {
+        clauses.push(format!("{} waiting", lock.waiting_here));
+    }
+    if !lock.request_waiting_for.is_empty() {
+        clauses.push(format!(
+            "request waits for {}",
+            lock.request_waiting_for.join(", ")
+        ));
+    }
+    if !lock.deferring.is_empty() {
+        clauses.push(format!("deferring {}", lock.deferring.join(", ")));
+    }
+    if lock.last_fence > 0 {
+        clauses.push(format!("last fence {}", lock.last_fence));
+    }
+    if clauses.is_empty() {
+        clauses.push("idle".into());
+    }
+    format!("lock {} here: {}", lock.name, clauses.join("; "))
 }
 
 #[derive(Serialize)]
@@ -245,21 +255,41 @@ struct MemberRow {
     status: &'static str,
 }
 
-pub fn run_members(args: &StatusArgs) -> Result<ExitCode> {
-    let reply = block_on(fetch(&args.node))?;
-    let seated = |m: &pb::Member| reply.active_set.iter().any(|a| a.addr == m.addr);
-    let mut rows: Vec<MemberRow> = reply
-        .node
-        .iter()
-        .chain(reply.live_members.iter())
-        .map(|m| MemberRow {
-            addr: m.addr.clone(),
-            incarnation: m.incarnation,
-            status: if seated(m) { "active" } else { "spectator" },
-        })
-        .collect();
+/// The node itself by its own role; another member is active when seated, a
+/// spectator when in line for a seat, and otherwise joining: heard of, but
+/// not yet heard from directly (or on its way out).
+fn member_rows(reply: &pb::StatusReply) -> Vec<MemberRow> {
+    let listed = |list: &[pb::Member], m: &pb::Member| list.iter().any(|a| a.addr == m.addr);
+    let me = reply.node.iter().map(|m| MemberRow {
+        addr: m.addr.clone(),
+        incarnation: m.incarnation,
+        status: match reply.role.as_str() {
+            "active" => "active",
+            "spectator" => "spectator",
+            "leaving" => "leaving",
+            _ => "joining",
+        },
+    });
+    let others = reply.live_members.iter().map(|m| MemberRow {
+        addr: m.addr.clone(),
+        incarnation: m.incarnation,
+        status: if listed(&reply.active_set, m) {
+            "active"
+        } else if listed(&reply.spectators, m) {
+            "spectator"
+        } else {
+            "joining"
+        },
+    });
+    let mut rows: Vec<MemberRow> = me.chain(others).collect();
     rows.sort_by(|a, b| a.addr.cmp(&b.addr));
     rows.dedup_by(|a, b| a.addr == b.addr);
+    rows
+}
+
+pub fn run_members(args: &StatusArgs) -> Result<ExitCode> {
+    let reply = block_on(fetch(&args.node))?;
+    let rows = member_rows(&reply);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(ExitCode::SUCCESS);
@@ -271,4 +301,81 @@ pub fn run_members(args: &StatusArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(addr: &str) -> pb::Member {
+        pb::Member {
+            addr: addr.into(),
+            incarnation: 1,
+        }
+    }
+
+    #[test]
+    fn a_lock_line_has_no_empty_clause() {
+        let mut lock = pb::LockState {
+            name: "job".into(),
+            request_waiting_for: vec!["127.0.0.1:7001".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            lock_line(&lock),
+            "lock job here: request waits for 127.0.0.1:7001"
+        );
+        lock.request_waiting_for.clear();
+        assert_eq!(lock_line(&lock), "lock job here: idle");
+        lock.waiting_here = 2;
+        lock.last_fence = 9;
+        assert_eq!(lock_line(&lock), "lock job here: 2 waiting; last fence 9");
+        // A spectator's ticket its member carries reads as S<n>.
+        lock.holder = Some(pb::LocalHolder {
+            ticket: crate::node::PROXY_TICKETS + 1,
+            fence: 10,
+            ..Default::default()
+        });
+        assert!(
+            lock_line(&lock).starts_with("lock job here: held by ticket S1 (fence 10); 2 waiting"),
+            "{}",
+            lock_line(&lock)
+        );
+    }
+
+    #[test]
+    fn members_still_joining_are_not_called_spectators() {
+        let mut reply = pb::StatusReply {
+            node: Some(member("127.0.0.1:7003")),
+            role: "joining".into(),
+            live_members: vec![member("127.0.0.1:7000"), member("127.0.0.1:7004")],
+            ..Default::default()
+        };
+        let statuses = |reply: &pb::StatusReply| -> Vec<(String, &'static str)> {
+            member_rows(reply)
+                .into_iter()
+                .map(|r| (r.addr, r.status))
+                .collect()
+        };
+        assert_eq!(
+            statuses(&reply),
+            [
+                ("127.0.0.1:7000".to_string(), "joining"),
+                ("127.0.0.1:7003".to_string(), "joining"),
+                ("127.0.0.1:7004".to_string(), "joining"),
+            ]
+        );
+        reply.role = "spectator".into();
+        reply.epoch = 2;
+        reply.active_set = vec![member("127.0.0.1:7000")];
+        reply.spectators = vec![member("127.0.0.1:7003")];
+        assert_eq!(
+            statuses(&reply),
+            [
+                ("127.0.0.1:7000".to_string(), "active"),
+                ("127.0.0.1:7003".to_string(), "spectator"),
+                ("127.0.0.1:7004".to_string(), "joining"),
+            ]
+        );
+    }
 }

@@ -186,10 +186,14 @@ impl Node {
         {
             return;
         }
-        self.emit(Event::ProcessGone {
-            member: process,
-            evidence,
-        });
+        // A member that announced its leave is expected to be gone: the proof
+        // still counts below, but the log already said it LEFT.
+        if !self.leaving_peers.contains(&process) {
+            self.emit(Event::ProcessGone {
+                member: process,
+                evidence,
+            });
+        }
         // Only the seated and the known need remembering.
         let seated = |p: &ProcessId| self.active_set.as_ref().is_some_and(|s| s.contains(p));
         let known: BTreeSet<ProcessId> = self.peers.values().map(|p| p.id.process).collect();
@@ -204,7 +208,9 @@ impl Node {
             // and the leases that would hold its seat.
             return;
         }
-        // Tell the others too: they may not have a connection to it.
+        // Tell the others too: they may not have a connection to it. foca
+        // fails an update only about our own identity (this is a peer's) or
+        // when encoding it to broadcast, which cannot fail into a Vec.
         let _ = self.swim.apply_many(
             std::iter::once(foca::Member::down(peer.id)),
             true,

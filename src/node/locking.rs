@@ -7,7 +7,7 @@
 //! would reach across files for the same fields.
 
 use super::*;
-use crate::event::{RefusedReason, WithdrawReason};
+use crate::event::{Expiry, RefusedReason, WithdrawReason};
 use crate::protocol::ricart_agrawala::{
     Decision, DeferReason, DeferredRequest, EnterOutcome, Grant, ReplyOutcome,
 };
@@ -167,7 +167,9 @@ impl LockSlot {
             }),
             deferring: self.ra.deferred().keys().copied().collect(),
             last_granted: self.last_granted,
-            last_fence: (fence != Fence::default()).then_some(fence),
+            // A reply carries the highest sequence its sender knows, 0 when it
+            // knows none: that raises the epoch seen, not an issued fence.
+            last_fence: (fence.seq > 0).then_some(fence),
         }
     }
 }
@@ -539,7 +541,7 @@ impl Node {
             received_at: self.now,
         };
         let mutations = self.settings.mutations;
-        let epoch = if mutations.skip_epoch_check {
+        let epoch = if mutations.skip_epoch_check() {
             // Broken on purpose (tests only): decide under whatever set the
             // requester names.
             set.epoch
@@ -778,7 +780,7 @@ impl Node {
             s.epoch == deferred.epoch && s.contains(&requester) && s.contains(&self.me)
         });
         if (still_valid && !self.voted_to_remove(&requester))
-            || self.settings.mutations.skip_epoch_check
+            || self.settings.mutations.skip_epoch_check()
         {
             self.send_reply(requester, lock, deferred, true);
         } else if still_valid {
@@ -821,6 +823,7 @@ impl Node {
                     lock: lock.clone(),
                     from,
                     request_id,
+                    when: Expiry::OnArrival,
                 });
                 self.reask(&lock, &[from]);
             }
@@ -856,6 +859,7 @@ impl Node {
                             lock: lock.clone(),
                             from: *from,
                             request_id: id,
+                            when: Expiry::WhileWaiting,
                         }));
                     }
                 }
@@ -995,5 +999,58 @@ impl Node {
         self.acceptor
             .accepted_members()
             .is_some_and(|members| !members.contains(process))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::active_set::ActiveSet;
+
+    fn pid(port: u16) -> ProcessId {
+        ProcessId::new(
+            format!("127.0.0.1:{port}").parse().expect("test address"),
+            1,
+        )
+    }
+
+    /// A wait given up after one member replied: `status` shows the fence only
+    /// once an issued one (sequence above 0) is known, never epoch:0.
+    #[test]
+    fn status_shows_only_issued_fences() {
+        let set = ActiveSet {
+            cluster: pid(7001),
+            epoch: 4,
+            max_active: 3,
+            members: vec![pid(7001), pid(7002), pid(7003)],
+        };
+        let name = LockName::default_lock();
+        let mut slot = LockSlot::new(pid(7001));
+        let reply = |slot: &mut LockSlot, from: u16, fence_seq: u64| {
+            let id = slot.ra.pending().map(|p| p.id).expect("waiting");
+            let grant = Grant {
+                request_id: id,
+                attempt: 0,
+                epoch: 4,
+                fence_seq,
+                held: Duration::ZERO,
+            };
+            slot.ra.on_reply(pid(from), grant, Duration::ZERO, None)
+        };
+        slot.ra.issue(1, 1, &set, Duration::ZERO);
+        assert!(matches!(
+            reply(&mut slot, 7002, 0),
+            ReplyOutcome::Counted { remaining: 1 }
+        ));
+        assert!(slot.ra.withdraw().is_some());
+        assert_eq!(slot.status(&name).last_fence, None);
+
+        slot.ra.issue(2, 2, &set, Duration::ZERO);
+        reply(&mut slot, 7003, 6);
+        slot.ra.withdraw();
+        assert_eq!(
+            slot.status(&name).last_fence,
+            Some(Fence { epoch: 4, seq: 6 })
+        );
     }
 }

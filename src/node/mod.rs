@@ -52,8 +52,9 @@ use crate::protocol::clock::LamportClock;
 use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::{Fence, LockName};
 use crate::protocol::message::{Body, Envelope, HeldLock};
+use crate::protocol::mutations::Mutations;
 use crate::protocol::paxos::{Acceptor, Proposal};
-use crate::protocol::ricart_agrawala::{Mutations, RicartAgrawala, State};
+use crate::protocol::ricart_agrawala::{RicartAgrawala, State};
 
 pub use locking::{IncomingRequest, LocalHolder, LockStatus, PendingStatus, TicketProgress};
 pub use proxy::PROXY_TICKETS;
@@ -116,7 +117,7 @@ impl Default for NodeSettings {
 impl NodeSettings {
     /// How long after being asked a grant may be used by the requester.
     pub fn reply_lease(&self) -> Option<Duration> {
-        (!self.mutations.ignore_grant_lease).then(|| self.grant_lease * 9 / 10)
+        (!self.mutations.ignore_grant_lease()).then(|| self.grant_lease * 9 / 10)
     }
 
     /// A gap in the housekeeping timer longer than this means the process was

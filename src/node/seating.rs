@@ -137,7 +137,8 @@ impl Node {
             self.settings.max_active = set.max_active;
         }
         // Spread it to spectators, who are not sent Decided directly. An error
-        // means the set does not fit a datagram; it still reaches members by gRPC.
+        // (from encoding or from foca) means the set does not fit a datagram;
+        // it still reaches members by gRPC.
         if let Ok(item) = Gossip::ActiveSet(set.clone()).encode() {
             let _ = self.swim.add_broadcast(&item);
         }
@@ -199,7 +200,7 @@ impl Node {
         let Some(set) = self.active_set.as_ref() else {
             return;
         };
-        if self.settings.mutations.local_active_sets {
+        if self.settings.mutations.local_active_sets() {
             // Broken on purpose (tests only): every node installs the set its own
             // member list suggests, with no agreement, as naive designs do.
             let wanted = set.desired_members(|p| self.keeps_seat(p), &self.spectators());

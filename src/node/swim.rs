@@ -80,6 +80,8 @@ impl Node {
         if !self.plausible(member.addr) {
             // Learned from gossip (forged or corrupted): forget it for good,
             // without spreading the news (it would only carry the address on).
+            // foca fails an update only about ourselves (never reported up)
+            // or when encoding it to broadcast (not asked for here).
             let _ = self.swim.apply_many(
                 std::iter::once(foca::Member::down(id)),
                 false,

@@ -6,5 +6,6 @@ pub mod clock;
 pub mod ids;
 pub mod lock;
 pub mod message;
+pub mod mutations;
 pub mod paxos;
 pub mod ricart_agrawala;

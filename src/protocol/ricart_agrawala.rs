@@ -23,6 +23,7 @@ use std::time::Duration;
 use super::active_set::ActiveSet;
 use super::ids::ProcessId;
 use super::lock::Fence;
+use super::mutations::Mutations;
 
 /// Grants are refreshed ahead of expiry up to this attempt (about three
 /// leases of waiting); see [`RicartAgrawala::expiring`].
@@ -142,22 +143,6 @@ pub enum EnterOutcome {
     Expired(Vec<ProcessId>),
     /// The epoch handed out every sequence it can: wait for the next one.
     FenceSpaceExhausted,
-}
-
-/// Test-only ways to break the algorithm on purpose, to show that the tests and
-/// the simulator catch each classic mistake. Never set outside tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Mutations {
-    /// Compare the current clock instead of the pending request's timestamp.
-    pub compare_current_clock: bool,
-    /// Grant requests made under another epoch instead of answering with the
-    /// newer active set (the epoch check switched off).
-    pub skip_epoch_check: bool,
-    /// Derive the active set from each node's own member list, without the
-    /// Paxos agreement: the naive rule of the guide's divergence schedule.
-    pub local_active_sets: bool,
-    /// Count replies however late they arrive (the grant lease switched off).
-    pub ignore_grant_lease: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -329,7 +314,7 @@ impl RicartAgrawala {
         let decision = match &self.state {
             State::Holding { .. } => Decision::Defer(DeferReason::InCriticalSection),
             State::Waiting(own) => {
-                let own_timestamp = if mutations.compare_current_clock {
+                let own_timestamp = if mutations.compare_current_clock() {
                     current_clock
                 } else {
                     own.timestamp

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 
 use super::client::{Clients, TicketNews};
+use super::log::TicketNo;
 use crate::node::{Role, Status};
 use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::LockName;
@@ -184,7 +185,7 @@ pub fn print_status(status: &Status, uptime: Duration) {
         match &lock.holder {
             Some(h) => line.push_str(&format!(
                 " held here by ticket {} (fence {}{})",
-                h.ticket,
+                TicketNo(h.ticket),
                 h.fence,
                 if h.lost { ", LOST" } else { "" }
             )),

@@ -18,9 +18,10 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{LogFormat, LogLevel};
 use crate::event::{
-    AbandonReason, DropReason, DroppedWhat, Event, FailureCause, GoneEvidence, LogRecord,
-    LossReason, RefusedReason, SetSource, WithdrawReason,
+    AbandonReason, DropReason, DroppedWhat, Event, Expiry, FailureCause, GoneEvidence, LogRecord,
+    LossReason, RefusedReason, SetSource, Ticket, WithdrawReason,
 };
+use crate::node::PROXY_TICKETS;
 use crate::protocol::ids::ProcessId;
 use crate::protocol::ricart_agrawala::{Decision, DeferReason, StaleReason};
 
@@ -69,13 +70,31 @@ pub fn level_of(event: &Event) -> Level {
         | Event::HoldOutlastsDetection { .. }
         | Event::KeysNotReloaded { .. }
         | Event::RefusedByPeer { .. }
-        | Event::ReplyExpired { .. } => Level::WARN,
+        | Event::ReplyExpired {
+            when: Expiry::OnArrival,
+            ..
+        } => Level::WARN,
         Event::ProposalStarted { .. }
         | Event::ProposalAbandoned { .. }
         | Event::MemberRenamed { .. }
         | Event::ReplyIgnored { .. }
         | Event::Note { .. } => Level::DEBUG,
         _ => Level::INFO,
+    }
+}
+
+/// A ticket as the text log shows it: a client's of this node by its number,
+/// a spectator's that this member carries as `S<n>` (its n-th such ticket,
+/// numbered from [`PROXY_TICKETS`] = 2^62 in the JSON log) rather than a
+/// 19-digit number. `ra status` and the console show them so too.
+pub struct TicketNo(pub Ticket);
+
+impl std::fmt::Display for TicketNo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.checked_sub(PROXY_TICKETS) {
+            Some(carried) => write!(f, "S{carried}"),
+            None => write!(f, "{}", self.0),
+        }
     }
 }
 
@@ -671,6 +690,7 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             waiting,
             try_only,
         } => {
+            let ticket = TicketNo(*ticket);
             let how = if *try_only { "tried" } else { "asked for" };
             if *waiting > 1 {
                 format!("lock {lock} {how} (ticket {ticket}; {waiting} waiting here)")
@@ -807,8 +827,18 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             lock,
             from,
             request_id,
+            when: Expiry::OnArrival,
         } => format!(
             "{lock}: the reply from {} for #{request_id} came after its grant lease (it may predate an eviction): asking again",
+            p(from)
+        ),
+        Event::ReplyExpired {
+            lock,
+            from,
+            request_id,
+            when: Expiry::WhileWaiting,
+        } => format!(
+            "{lock}: the reply from {} for #{request_id} outlived its grant lease while another member's reply was awaited: asking again",
             p(from)
         ),
         Event::NewerSetSent {
@@ -845,7 +875,8 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             waited,
             ..
         } => format!(
-            "{lock}: ENTER (ticket {ticket}), fence {fence}, Lamport {lamport}, waited {:.1} ms",
+            "{lock}: ENTER (ticket {}), fence {fence}, Lamport {lamport}, waited {:.1} ms",
+            TicketNo(*ticket),
             ms(*waited)
         ),
         Event::Exit {
@@ -866,7 +897,10 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             }
         }
         Event::Cancelled { lock, ticket } => {
-            format!("{lock}: ticket {ticket} cancelled while waiting")
+            format!(
+                "{lock}: ticket {} cancelled while waiting",
+                TicketNo(*ticket)
+            )
         }
         Event::Forwarded { lock, ticket, to } => format!(
             "{lock}: ticket {ticket} FORWARDED to {} (no seat here: a member asks for it)",
@@ -878,8 +912,9 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             spectator,
             their_ticket,
         } => format!(
-            "{lock}: asking for spectator {} (its ticket {their_ticket}) as ticket {ticket}",
-            p(spectator)
+            "{lock}: asking for spectator {} (its ticket {their_ticket}) as ticket {}",
+            p(spectator),
+            TicketNo(*ticket)
         ),
         Event::EnterVia {
             lock,
@@ -903,17 +938,20 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             p(via),
             ms(*held)
         ),
-        Event::Refused { lock, ticket, why } => match why {
-            RefusedReason::NotFree => {
-                format!("{lock}: ticket {ticket} refused: a try, and the lock is taken")
+        Event::Refused { lock, ticket, why } => {
+            let ticket = TicketNo(*ticket);
+            match why {
+                RefusedReason::NotFree => {
+                    format!("{lock}: ticket {ticket} refused: a try, and the lock is taken")
+                }
+                RefusedReason::NodeLeaving => {
+                    format!("{lock}: ticket {ticket} refused: the node is leaving")
+                }
+                RefusedReason::TooMany => {
+                    format!("{lock}: ticket {ticket} refused: its member serves no more of ours")
+                }
             }
-            RefusedReason::NodeLeaving => {
-                format!("{lock}: ticket {ticket} refused: the node is leaving")
-            }
-            RefusedReason::TooMany => {
-                format!("{lock}: ticket {ticket} refused: its member serves no more of ours")
-            }
-        },
+        }
         Event::BusySent {
             lock,
             to,
@@ -927,16 +965,19 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             ticket,
             fence,
             why,
-        } => match fence {
-            Some(fence) => format!(
-                "{lock}: LOCK LOST by ticket {ticket} (fence {fence}): {}; its client must stop",
-                loss_reason(*why)
-            ),
-            None => format!(
-                "{lock}: ticket {ticket} dropped before it got the lock: {}",
-                loss_reason(*why)
-            ),
-        },
+        } => {
+            let ticket = TicketNo(*ticket);
+            match fence {
+                Some(fence) => format!(
+                    "{lock}: LOCK LOST by ticket {ticket} (fence {fence}): {}; its client must stop",
+                    loss_reason(*why)
+                ),
+                None => format!(
+                    "{lock}: ticket {ticket} dropped before it got the lock: {}",
+                    loss_reason(*why)
+                ),
+            }
+        }
         Event::FenceSpaceExhausted { lock, epoch } => format!(
             "{lock}: epoch {epoch} handed out every fence it can; waiting for the next epoch"
         ),
@@ -1032,6 +1073,55 @@ mod tests {
         let remote = ProcessId::new("10.0.0.5:7000".parse().expect("addr"), 1);
         let event = Event::MemberJoined { member: remote };
         assert_eq!(sentence(pid(7001), &event), "member 10.0.0.5:7000 JOINED");
+    }
+
+    #[test]
+    fn carried_tickets_read_as_s_numbers() {
+        let event = Event::Serving {
+            lock: LockName::default_lock(),
+            ticket: PROXY_TICKETS + 2,
+            spectator: pid(7003),
+            their_ticket: 1,
+        };
+        assert_eq!(
+            sentence(pid(7001), &event),
+            "default: asking for spectator :7003 (its ticket 1) as ticket S2"
+        );
+        let event = Event::Cancelled {
+            lock: LockName::default_lock(),
+            ticket: 7,
+        };
+        assert_eq!(
+            sentence(pid(7001), &event),
+            "default: ticket 7 cancelled while waiting"
+        );
+    }
+
+    /// A grant that came late and one that ran out while another reply was
+    /// awaited read differently, and only the first is a warning.
+    #[test]
+    fn expired_replies_say_when_they_expired() {
+        let expired = |when| Event::ReplyExpired {
+            lock: LockName::default_lock(),
+            from: pid(7002),
+            request_id: 8,
+            when,
+        };
+        let late = expired(Expiry::OnArrival);
+        assert_eq!(level_of(&late), Level::WARN);
+        assert!(
+            sentence(pid(7001), &late).contains("came after its grant lease"),
+            "{}",
+            sentence(pid(7001), &late)
+        );
+        let waited = expired(Expiry::WhileWaiting);
+        assert_eq!(level_of(&waited), Level::INFO);
+        let line = sentence(pid(7001), &waited);
+        assert!(
+            line.contains("while another member's reply was awaited")
+                && !line.contains("came after"),
+            "{line}"
+        );
     }
 
     #[test]

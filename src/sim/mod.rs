@@ -1,5 +1,8 @@
 //! A deterministic simulator: whole clusters of the real [`crate::node::Node`]
 //! over a simulated network and clock, with faults, checked by oracles.
+//!
+//! Test code: compiled only with the `sim` cargo feature, which `cargo test`
+//! turns on and a release build leaves out.
 
 pub mod network;
 pub mod oracle;

@@ -656,3 +656,23 @@ pub fn stale_ask_of_a_failed_spectator() -> Schedule {
         until: ms(25_000),
     }
 }
+
+/// A long hold ahead of a request: slot 1 asks while slot 0 holds for 8 s.
+/// Slot 2's grant comes at once and is renewed a few times, then left to run
+/// out; when slot 0 exits, slot 1 asks slot 2 again before it enters.
+pub fn grant_expires_behind_a_long_hold() -> Schedule {
+    let config = calm(3);
+    let actions = [
+        three_nodes(),
+        vec![
+            (ms(6000), acquire(0, client("default", 8000, None))),
+            (ms(6100), acquire(1, client("default", 100, None))),
+        ],
+    ]
+    .concat();
+    Schedule {
+        config,
+        actions,
+        until: ms(18_000),
+    }
+}

@@ -18,10 +18,9 @@ use ra::protocol::active_set::ActiveSet;
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::LockName;
 use ra::protocol::message::{Body, Envelope};
+use ra::protocol::mutations::Mutations;
 use ra::protocol::paxos::{Acceptor, Ballot, Proposal, ProposalStep, Vote};
-use ra::protocol::ricart_agrawala::{
-    Decision, DeferredRequest, Grant, Mutations, RicartAgrawala, State,
-};
+use ra::protocol::ricart_agrawala::{Decision, DeferredRequest, Grant, RicartAgrawala, State};
 
 fn main() {
     divan::main();

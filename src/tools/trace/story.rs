@@ -14,7 +14,7 @@ use anyhow::{Result, bail};
 
 use super::TraceOptions;
 use super::parse::{Ev, Parsed};
-use crate::event::{Event, LossReason};
+use crate::event::{Event, Expiry, LossReason};
 use crate::protocol::lock::{Fence, LockName};
 use crate::protocol::ricart_agrawala::{Decision, DeferReason};
 
@@ -406,12 +406,19 @@ impl Builder {
                 )],
             ),
             Event::ReplyExpired {
-                from, request_id, ..
+                from,
+                request_id,
+                when,
+                ..
             } => self.note(
                 e,
                 vec![format!(
-                    "{tag}REPLY {request_id} of {} came after its lease: asks again",
-                    from.addr
+                    "{tag}REPLY {request_id} of {} {}: asks again",
+                    from.addr,
+                    match when {
+                        Expiry::OnArrival => "came after its lease",
+                        Expiry::WhileWaiting => "outlived its lease while others were awaited",
+                    }
                 )],
             ),
             Event::Reissued {

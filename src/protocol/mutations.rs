@@ -1,0 +1,60 @@
+//! Test-only ways to break the algorithm on purpose, to show that the tests and
+//! the simulator catch each classic mistake.
+//!
+//! Only the `sim` cargo feature, which the tests turn on, gives [`Mutations`]
+//! its switches. Without it the type is empty, every switch reads as a constant
+//! `false`, and the release binary carries none of the broken branches.
+
+#[cfg(feature = "sim")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mutations {
+    /// Compare the current clock instead of the pending request's timestamp.
+    pub compare_current_clock: bool,
+    /// Grant requests made under another epoch instead of answering with the
+    /// newer active set (the epoch check switched off).
+    pub skip_epoch_check: bool,
+    /// Derive the active set from each node's own member list, without the
+    /// Paxos agreement: the naive rule of the guide's divergence schedule.
+    pub local_active_sets: bool,
+    /// Count replies however late they arrive (the grant lease switched off).
+    pub ignore_grant_lease: bool,
+}
+
+/// Without the `sim` feature: nothing to switch on.
+#[cfg(not(feature = "sim"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mutations {
+    _none: (),
+}
+
+#[cfg(feature = "sim")]
+impl Mutations {
+    pub(crate) fn compare_current_clock(self) -> bool {
+        self.compare_current_clock
+    }
+    pub(crate) fn skip_epoch_check(self) -> bool {
+        self.skip_epoch_check
+    }
+    pub(crate) fn local_active_sets(self) -> bool {
+        self.local_active_sets
+    }
+    pub(crate) fn ignore_grant_lease(self) -> bool {
+        self.ignore_grant_lease
+    }
+}
+
+#[cfg(not(feature = "sim"))]
+impl Mutations {
+    pub(crate) fn compare_current_clock(self) -> bool {
+        false
+    }
+    pub(crate) fn skip_epoch_check(self) -> bool {
+        false
+    }
+    pub(crate) fn local_active_sets(self) -> bool {
+        false
+    }
+    pub(crate) fn ignore_grant_lease(self) -> bool {
+        false
+    }
+}
