@@ -937,3 +937,25 @@ fn seeds_of_the_stale_spectator_ask() {
         );
     }
 }
+
+/// Issue "holes found on real networks", 3, seeds 61003769, 52001471 and
+/// 52002266 of the partition schedules: after a heal, a member removed a
+/// member it had declared failed during the partition, though it had heard
+/// from it over their streams since (that member had renewed its identity;
+/// SWIM probes no member it holds down, so the news had not come).
+#[test]
+fn seeds_of_the_stale_verdict_after_a_heal() {
+    for seed in [61003769, 52001471, 52002266] {
+        let report = schedule::random(seed, Mix::Partitions).run();
+        assert!(
+            report.passed(),
+            "seed {seed}: {:?}, unserved {:?}",
+            report.violations,
+            report.unserved
+        );
+        assert_eq!(
+            report.stats.healthy_evictions, 0,
+            "seed {seed}: a healthy member was evicted"
+        );
+    }
+}

@@ -105,6 +105,7 @@ impl Node {
                         id,
                         alive: true,
                         down_at: None,
+                        recheck: None,
                         restart_logged: false,
                     },
                 );
@@ -135,6 +136,7 @@ impl Node {
         }
         peer.alive = false;
         peer.down_at = Some(self.now);
+        peer.recheck = None;
         self.drop_served_for(member, false);
         if self.leaving_peers.contains(&member) {
             self.emit(Event::MemberLeft { member });
@@ -183,6 +185,7 @@ impl Node {
                 id,
                 alive,
                 down_at: None,
+                recheck: None,
                 restart_logged: restarted,
             },
         );
