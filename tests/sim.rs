@@ -529,6 +529,18 @@ fn corrupted_datagram_schedules() {
         .map(|r| r.seed)
         .collect();
     let entries: u64 = summary.reports.iter().map(|r| r.stats.entries).sum();
+    if tracing() {
+        for report in summary
+            .reports
+            .iter()
+            .filter(|r| count == 1 || !r.violations.is_empty())
+        {
+            println!("\nseed {}: {:?}", report.seed, report.violations);
+            for line in &report.trace {
+                println!("  {line}");
+            }
+        }
+    }
     println!(
         "corrupted_datagram_schedules: {} schedules from seed {first} in {:.1?}: {entries} entries, {} stalled (tickets unserved 20 s after the last fault), for example {:?}",
         summary.reports.len(),
