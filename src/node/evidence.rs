@@ -6,8 +6,9 @@
 //! mode, forged or corrupted. So a process is seated only once this node has
 //! heard from it itself, a seated member that never answers loses its seat, a
 //! fresh "down" verdict about a member heard from a moment ago waits for the
-//! refutation that usually follows, and nothing is ever sent to an address no
-//! member of this cluster could have.
+//! refutation that usually follows, one about a member heard from since gets
+//! a second look from SWIM, and nothing is ever sent to an address no member
+//! of this cluster could have.
 
 use super::*;
 
@@ -47,6 +48,58 @@ impl Node {
             }
         }
         self.contacts.insert(process.addr, (process, self.now));
+        // Heard from a member SWIM holds down: a stale verdict, or a member
+        // that cannot hear us. SWIM is asked to look again at once.
+        let now = self.now;
+        if !self.gone.contains(&process)
+            && let Some(peer) = self.peers.get_mut(&process.addr)
+            && peer.id.process == process
+            && !peer.alive
+            && peer.recheck.is_none()
+            && peer.down_at.is_some_and(|down_at| now > down_at)
+        {
+            peer.recheck = Some((now, None));
+            self.recheck_verdicts();
+        }
+    }
+
+    /// How long a verdict waits for SWIM's second look once we heard from
+    /// the member ourselves since: the wait a refutation usually needs.
+    fn recheck_window(&self) -> Duration {
+        let swim = &self.settings.swim;
+        swim.suspect_to_down_after.max(swim.probe_period)
+    }
+
+    /// A member SWIM holds down that we heard from ourselves since: after a
+    /// healed partition each side holds the other down, and SWIM probes no
+    /// member it holds down, so its refutation (a renewed identity) may not
+    /// reach us for seconds while the member talks to us over its streams.
+    /// Announcing to it draws its answer, which carries its renewed identity
+    /// if it refuted the verdict: then it is alive again. A member that
+    /// cannot hear us (a one-way cut) never answers, and the verdict stands
+    /// once the window is over. Asked again every probe round trip.
+    pub(super) fn recheck_verdicts(&mut self) {
+        let (now, window, every) = (
+            self.now,
+            self.recheck_window(),
+            self.settings.swim.probe_rtt,
+        );
+        let mut ask = Vec::new();
+        for peer in self.peers.values_mut().filter(|p| !p.alive) {
+            let Some((since, asked)) = peer.recheck.as_mut() else {
+                continue;
+            };
+            if now < *since + window && asked.is_none_or(|at| now >= at + every) {
+                *asked = Some(now);
+                ask.push(peer.id.process.addr);
+            }
+        }
+        for addr in ask {
+            // An error means foca refused the target (our own address).
+            let _ = self
+                .swim
+                .announce(MemberId::placeholder(addr), &mut self.swim_io);
+        }
     }
 
     /// When we last heard from `process` (this very process) ourselves.
@@ -80,6 +133,16 @@ impl Node {
     pub(super) fn verdict_doubtful(&self, process: &ProcessId, down_at: Duration) -> bool {
         if self.gone.contains(process) {
             return false;
+        }
+        // Heard from since the verdict: SWIM is looking again.
+        let rechecking = self
+            .peers
+            .get(&process.addr)
+            .filter(|peer| peer.id.process == *process)
+            .and_then(|peer| peer.recheck)
+            .is_some_and(|(since, _)| self.now < since + self.recheck_window());
+        if rechecking {
+            return true;
         }
         let swim = &self.settings.swim;
         let heard_just_before = self

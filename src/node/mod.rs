@@ -241,6 +241,10 @@ struct Peer {
     alive: bool,
     /// When SWIM last declared it down.
     down_at: Option<Duration>,
+    /// Since that verdict we heard from it ourselves, and asked SWIM to
+    /// look again (see `evidence::recheck_verdicts`): since when, and when
+    /// we last asked.
+    recheck: Option<(Duration, Option<Duration>)>,
     /// A restart was just logged; the MemberUp that follows needs no second line.
     restart_logged: bool,
 }
@@ -676,6 +680,7 @@ impl Node {
         self.notice_pause();
         self.refresh_expiring_grants();
         self.check_forwarded();
+        self.recheck_verdicts();
         self.drop_served_for_gone();
         self.send_heartbeats();
         self.maybe_renew();

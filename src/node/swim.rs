@@ -111,6 +111,7 @@ impl Node {
                         id,
                         alive: true,
                         down_at: None,
+                        recheck: None,
                         restart_logged: false,
                     },
                 );
@@ -142,6 +143,7 @@ impl Node {
         }
         peer.alive = false;
         peer.down_at = Some(self.now);
+        peer.recheck = None;
         self.drop_served_for(member, false);
         if self.leaving_peers.contains(&member) {
             self.emit(Event::MemberLeft { member });
@@ -190,6 +192,7 @@ impl Node {
                 id,
                 alive,
                 down_at: None,
+                recheck: None,
                 restart_logged: restarted,
             },
         );
