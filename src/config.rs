@@ -637,6 +637,35 @@ mod tests {
     }
 
     #[test]
+    fn data_dir_comes_from_the_file_and_the_flag_wins() {
+        let dir = std::env::temp_dir().join(format!("ra-config-dd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("dd.toml");
+        std::fs::write(&path, "[node]\ndata_dir = \"/var/lib/ra\"\n").expect("write");
+        let mut args = NodeFlags {
+            bind: Some(":7000".into()),
+            config: Some(path),
+            ..NodeFlags::default()
+        };
+        let from_file = resolve(&args).expect("valid").data_dir;
+        assert_eq!(from_file, Some(PathBuf::from("/var/lib/ra")));
+        args.data_dir = Some(PathBuf::from("/srv/ra"));
+        assert_eq!(
+            resolve(&args).expect("valid").data_dir,
+            Some(PathBuf::from("/srv/ra"))
+        );
+        assert_eq!(
+            resolve(&NodeFlags {
+                bind: Some(":7000".into()),
+                ..NodeFlags::default()
+            })
+            .expect("valid")
+            .data_dir,
+            None
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_reported_with_their_line() {
         let dir = std::env::temp_dir().join(format!("ra-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");

@@ -1457,6 +1457,7 @@ const KEYS: &[&str] = &[
     "max_active",
     "hold_ms",
     "cs_file",
+    "data_dir",
     "log_format",
     "log_level",
     "api",

@@ -476,6 +476,12 @@ impl Node {
         self.active_set.as_ref()
     }
 
+    /// The set a node restarted from its data directory last knew, while it
+    /// is in no cluster yet.
+    pub fn recovering_from(&self) -> Option<&ActiveSet> {
+        self.recovering().map(|state| &state.set)
+    }
+
     pub fn settings(&self) -> &NodeSettings {
         &self.settings
     }

@@ -105,8 +105,9 @@ impl Node {
             .unwrap_or_default()
     }
 
-    /// A recovering node takes on a set of its own cluster only if it is newer
-    /// than what it knew, and never a set of another cluster.
+    /// A recovering node takes on a set of its own cluster only if it is no
+    /// older than what it knew (one set per epoch: an equal one is the set it
+    /// installed, decided again without it), and never a set of another cluster.
     pub(super) fn refuses_while_recovering(&mut self, set: &ActiveSet) -> bool {
         let Some(restored) = self.recovering() else {
             return false;
@@ -119,7 +120,7 @@ impl Node {
             }
             return true;
         }
-        set.epoch <= restored.epoch
+        set.epoch < restored.epoch
     }
 
     /// Tell `to` this node is recovering (on the tick, and when a peer comes up).
@@ -471,16 +472,16 @@ mod tests {
             n.active_set().is_none(),
             "only the set's first member starts it again"
         );
-        // A set of its cluster no newer than what it knew is not taken on.
+        // A set of its cluster older than what it knew is not taken on.
+        let mut older = state.set.clone();
+        older.epoch = 4;
         n.handle(
             Duration::from_secs(2),
             Input::Message(Envelope {
                 from: pid(7001, 300),
                 to: pid(7000, 200),
                 clock: 2,
-                body: Body::Decided {
-                    set: state.set.clone(),
-                },
+                body: Body::Decided { set: older },
             }),
         );
         assert!(n.active_set().is_none());

@@ -90,6 +90,10 @@ pub fn random(seed: u64, mix: Mix) -> Schedule {
     if mix == Mix::Corrupted {
         config.net.corrupt = rng.random_range(0.01..0.1);
     }
+    // Every other schedule gives each process a data directory that survives
+    // its crashes (drawn from the seed, not the generator, so the rest of each
+    // schedule stays what it was).
+    config.durable = seed.is_multiple_of(2);
     let faults_start = ms(5_000);
     let faults_end = config.faults_end;
     let mut actions = Vec::new();

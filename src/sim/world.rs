@@ -944,7 +944,7 @@ impl World {
         let mut unserved = Vec::new();
         let spectators_waiting = 0;
         let mut stranded = 0;
-        for state in &self.slots {
+        for (slot, state) in self.slots.iter().enumerate() {
             if let Some(node) = &state.node {
                 let outstanding = node.waiting_tickets();
                 if outstanding == 0 {
@@ -952,10 +952,18 @@ impl World {
                 }
                 // Every seed it was given is gone for good: it cannot join, as
                 // designed (it keeps trying and logs that it does).
+                // A node restarted from its data directory also knows the
+                // addresses of its last set: stranded only if all are gone too.
+                let old_members: Vec<usize> = node
+                    .recovering_from()
+                    .map(|set| set.members.iter().filter_map(|m| slot_of(m.addr)).collect())
+                    .unwrap_or_default();
                 let seeds_gone = node.active_set().is_none()
                     && state
                         .seeds
                         .iter()
+                        .chain(old_members.iter())
+                        .filter(|s| **s != slot)
                         .all(|s| self.slots.get(*s).is_none_or(|seed| seed.node.is_none()));
                 if seeds_gone {
                     stranded += outstanding;
