@@ -14,36 +14,17 @@
 //! One job, past 500 lines: every rule of `ra check`, each with the file or the
 //! log records that break it.
 
+mod fixtures;
+
 use std::fs;
 use std::io::{self, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
+use fixtures::{data, golden, ra, read, text};
 use ra::event::{Event, FailureCause, LogRecord};
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::{Fence, LockName};
 use ra::tools::check::{self, CheckError, Checker, Evictions, ViolationKind};
-
-fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel)
-}
-
-fn read(rel: &str) -> String {
-    fs::read_to_string(data(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
-}
-
-fn ra(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ra"))
-        .args(args)
-        .output()
-        .expect("cannot run the ra binary")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The node logs of a recorded run, as paths.
 fn logs_of(dir: &str) -> Vec<String> {
@@ -58,44 +39,6 @@ fn logs_of(dir: &str) -> Vec<String> {
         .collect();
     logs.sort();
     logs
-}
-
-fn bless() -> bool {
-    std::env::var("RA_BLESS").is_ok_and(|v| v != "0")
-}
-
-/// Compares with the golden file, or rewrites it under RA_BLESS=1.
-fn golden(rel: &str, actual: &str) {
-    let path = data(rel);
-    if bless() {
-        fs::write(&path, actual).unwrap_or_else(|e| panic!("cannot write {rel}: {e}"));
-        return;
-    }
-    let expected = fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {rel} ({e}); run with RA_BLESS=1 to create it"));
-    if expected != actual {
-        let first = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{rel} differs from the output from line {}:\n--- expected\n{}\n--- actual\n{}\n(RA_BLESS=1 rewrites the golden files)",
-            first + 1,
-            expected
-                .lines()
-                .skip(first)
-                .take(5)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            actual
-                .lines()
-                .skip(first)
-                .take(5)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
-    }
 }
 
 #[test]

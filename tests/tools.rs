@@ -16,37 +16,17 @@
 //! One job, past 500 lines: the golden tests of `ra trace`, with the Mermaid
 //! grammar check and the recorder of the two-lock logs they need.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod fixtures;
+
+use std::path::Path;
 use std::time::Duration;
 
+use fixtures::{bless, data, golden, ra, read, text};
 use ra::event::{Event, LogRecord};
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::{Fence, LockName};
 use ra::protocol::ricart_agrawala::Decision;
 use ra::tools::trace::{self, Focus, TraceFormat, TraceOptions};
-
-fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(rel)
-}
-
-fn read(rel: &str) -> String {
-    fs::read_to_string(data(rel)).unwrap_or_else(|e| panic!("cannot read {rel}: {e}"))
-}
-
-fn ra(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ra"))
-        .args(args)
-        .output()
-        .expect("cannot run the ra binary")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 const SAMPLE: [&str; 3] = [
     "trace/node-17000.jsonl",
@@ -94,44 +74,6 @@ fn focus(format: TraceFormat, node: &str, entry: usize) -> TraceOptions {
             entry,
         }),
         ..TraceOptions::default()
-    }
-}
-
-fn bless() -> bool {
-    std::env::var("RA_BLESS").is_ok_and(|v| v != "0")
-}
-
-/// Compares with the golden file, or rewrites it under RA_BLESS=1.
-fn golden(rel: &str, actual: &str) {
-    let path = data(rel);
-    if bless() {
-        fs::write(&path, actual).unwrap_or_else(|e| panic!("cannot write {rel}: {e}"));
-        return;
-    }
-    let expected = fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {rel} ({e}); run with RA_BLESS=1 to create it"));
-    if expected != actual {
-        let first = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{rel} differs from the output from line {}:\n--- expected\n{}\n--- actual\n{}\n(RA_BLESS=1 rewrites the golden files)",
-            first + 1,
-            expected
-                .lines()
-                .skip(first)
-                .take(5)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            actual
-                .lines()
-                .skip(first)
-                .take(5)
-                .collect::<Vec<_>>()
-                .join("\n"),
-        );
     }
 }
 

@@ -1,5 +1,8 @@
 //! Seating: the node's active set, adopting decided sets, merging clusters,
 //! and the Paxos rounds that change the set.
+//!
+//! Just over 500 lines because it is one job, every way this node's active
+//! set changes; the Paxos steps share the proposal's state with the rest.
 
 use super::*;
 use crate::event::{AbandonReason, WithdrawReason};
