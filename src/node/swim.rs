@@ -291,8 +291,12 @@ impl Node {
                         .is_some_and(|down_at| self.verdict_doubtful(process, down_at))
                 }
             }
-            // An earlier process at the address: a late rumour.
-            Some(peer) if peer.id.process.incarnation < process.incarnation => true,
+            // An earlier process at the address: a late rumour of a restart,
+            // or a damaged identity (a flipped bit in a start time makes a
+            // "later" process that never runs). The first is soon heard from;
+            // the second never is, and must not keep a seat that every real
+            // process at the address, being "earlier", could never take back.
+            Some(peer) if peer.id.process.incarnation < process.incarnation => heard || new_set,
             // A later one: a restart once we hear from it ourselves; until
             // then gossip may be forged, and the member keeps its seat as long
             // as we hear from it.
