@@ -176,6 +176,19 @@ fn epoch_of(node: &mut Node) -> u64 {
         .unwrap_or(0)
 }
 
+/// The quick start's three nodes with these arguments, once all three are seated.
+fn three_seated(scratch: &Scratch, args: &[&str]) -> (Node, Node, Node) {
+    let mut a = scratch.start("a", args);
+    let mut b = scratch.start_joining("b", &a, args);
+    let mut c = scratch.start_joining("c", &b, args);
+    wait_for("an active set of three", Duration::from_secs(15), || {
+        [&mut a, &mut b, &mut c]
+            .into_iter()
+            .all(|n| active_set(n).len() == 3)
+    });
+    (a, b, c)
+}
+
 #[test]
 fn forgeries_against_a_keyed_cluster_are_dropped_and_it_keeps_serving() {
     let scratch = Scratch::new("keyed-forged");
@@ -193,14 +206,7 @@ fn forgeries_against_a_keyed_cluster_are_dropped_and_it_keeps_serving() {
         "--cs-file",
         cs_arg.as_str(),
     ];
-    let mut a = scratch.start("a", &common);
-    let mut b = scratch.start_joining("b", &a, &common);
-    let mut c = scratch.start_joining("c", &b, &common);
-    wait_for("an active set of three", Duration::from_secs(15), || {
-        [&mut a, &mut b, &mut c]
-            .into_iter()
-            .all(|n| active_set(n).len() == 3)
-    });
+    let (mut a, mut b, mut c) = three_seated(&scratch, &common);
     let epoch = epoch_of(&mut a);
     let members_before = active_set(&mut a);
     assert!(
@@ -397,14 +403,7 @@ fn keys_rotate_without_a_member_declared_failed() {
         "--cs-file",
         cs_arg.as_str(),
     ];
-    let mut a = scratch.start("a", &common);
-    let mut b = scratch.start_joining("b", &a, &common);
-    let mut c = scratch.start_joining("c", &b, &common);
-    wait_for("an active set of three", Duration::from_secs(15), || {
-        [&mut a, &mut b, &mut c]
-            .into_iter()
-            .all(|n| active_set(n).len() == 3)
-    });
+    let (mut a, mut b, mut c) = three_seated(&scratch, &common);
 
     // Serf's three steps, one shared file, SIGHUP to each node, a lock taken
     // by every node between the steps.
@@ -470,14 +469,7 @@ fn the_clock_forgery_against_a_plain_cluster_is_dropped() {
     let cs = scratch.path("cs.jsonl");
     let cs_arg = cs.to_str().expect("utf-8 path").to_string();
     let common = ["--hold-ms", "20", "--cs-file", cs_arg.as_str()];
-    let mut a = scratch.start("a", &common);
-    let mut b = scratch.start_joining("b", &a, &common);
-    let mut c = scratch.start_joining("c", &b, &common);
-    wait_for("an active set of three", Duration::from_secs(15), || {
-        [&mut a, &mut b, &mut c]
-            .into_iter()
-            .all(|n| active_set(n).len() == 3)
-    });
+    let (mut a, mut b, mut c) = three_seated(&scratch, &common);
     let epoch = epoch_of(&mut b);
     let set = support::read(&mut b).active_set().expect("a set").to_vec();
     // A stranger's stream to b, then a request at the end of the clock.

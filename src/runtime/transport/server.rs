@@ -71,6 +71,13 @@ fn drop_stream(me: ProcessId, from: &str, why: DropReason) {
     );
 }
 
+/// Log a stream that failed authentication, and the status that ends it.
+fn refuse_unauthenticated(me: ProcessId, from: &str, detail: String) -> Status {
+    let status = Status::unauthenticated(detail.clone());
+    drop_stream(me, from, DropReason::NotAuthenticated { detail });
+    status
+}
+
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
     type ExchangeStream = FrameStream;
@@ -119,14 +126,7 @@ impl pb::peer_server::Peer for PeerService {
                     "its certificate does not name {}, the address its Hello claims",
                     caller.addr.ip()
                 );
-                drop_stream(
-                    self.me,
-                    &remote,
-                    DropReason::NotAuthenticated {
-                        detail: detail.clone(),
-                    },
-                );
-                return Err(Status::unauthenticated(detail));
+                return Err(refuse_unauthenticated(self.me, &remote, detail));
             }
         }
         let key = {
@@ -139,25 +139,11 @@ impl pb::peer_server::Peer for PeerService {
                 (Sealer::Plain, false) => {
                     let detail =
                         "the caller proves a cluster key, and this node has none (--cluster-key)";
-                    drop_stream(
-                        self.me,
-                        &remote,
-                        DropReason::NotAuthenticated {
-                            detail: detail.into(),
-                        },
-                    );
-                    return Err(Status::unauthenticated(detail));
+                    return Err(refuse_unauthenticated(self.me, &remote, detail.into()));
                 }
                 (Sealer::Keyed(_), true) => {
                     let detail = "the caller has no cluster key, and this cluster requires it";
-                    drop_stream(
-                        self.me,
-                        &remote,
-                        DropReason::NotAuthenticated {
-                            detail: detail.into(),
-                        },
-                    );
-                    return Err(Status::unauthenticated(detail));
+                    return Err(refuse_unauthenticated(self.me, &remote, detail.into()));
                 }
                 (Sealer::Keyed(ring), false) => match handshake::key_named(ring, &hello.key_id) {
                     Some(key) => Some(key.clone()),
@@ -166,14 +152,7 @@ impl pb::peer_server::Peer for PeerService {
                             "the caller uses key {}, which this node does not have",
                             hello.key_id.chars().take(16).collect::<String>()
                         );
-                        drop_stream(
-                            self.me,
-                            &remote,
-                            DropReason::NotAuthenticated {
-                                detail: detail.clone(),
-                            },
-                        );
-                        return Err(Status::unauthenticated(detail));
+                        return Err(refuse_unauthenticated(self.me, &remote, detail));
                     }
                 },
             }
