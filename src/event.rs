@@ -636,6 +636,19 @@ impl std::fmt::Display for LogError {
 
 impl std::error::Error for LogError {}
 
+impl LogRecord {
+    /// One line of the JSON log. Not generic, so the large derived decoder is
+    /// compiled once, here, and not again in every crate that reads logs.
+    pub fn from_json(line: &str) -> Result<LogRecord, serde_json::Error> {
+        serde_json::from_str(line)
+    }
+
+    /// This record as one line of the JSON log (no newline).
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+}
+
 /// Read a JSON log written by `--log-format json`. Lines that are not JSON
 /// objects (a crash's backtrace, say) are skipped; a JSON line that does not fit
 /// the schema is an error, so a renamed field is noticed rather than ignored.
@@ -660,7 +673,7 @@ pub fn parse_log(text: &str) -> Result<Vec<LogRecord>, (usize, String)> {
         if !line.starts_with('{') {
             continue;
         }
-        let record = serde_json::from_str(line).map_err(|e| (i + 1, e.to_string()))?;
+        let record = LogRecord::from_json(line).map_err(|e| (i + 1, e.to_string()))?;
         records.push(record);
     }
     Ok(records)

@@ -51,13 +51,6 @@ fn usage_error(e: &clap::Error) -> ExitCode {
 fn run_node(flags: &ra::config::NodeFlags) -> anyhow::Result<ExitCode> {
     let config = ra::config::resolve(flags)?;
     ra::runtime::log::init(config.log_format, config.log_level);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let result = runtime.block_on(ra::runtime::run(config));
-    // The stdin reader blocks in a thread that would hold up a normal shutdown.
-    runtime.shutdown_background();
-    result?;
+    ra::runtime::run_blocking(config)?;
     Ok(ExitCode::SUCCESS)
 }

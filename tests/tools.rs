@@ -294,7 +294,7 @@ fn trace_names_the_lock_when_there_are_several() {
 
 /// The address of the node whose log this is.
 fn node_of(log: &str) -> String {
-    let first: LogRecord = serde_json::from_str(log.lines().next().expect("a record")).unwrap();
+    let first = LogRecord::from_json(log.lines().next().expect("a record")).unwrap();
     first.node.expect("a node").addr.to_string()
 }
 
@@ -394,7 +394,7 @@ fn line(secs: f64, node: ProcessId, event: Event) -> String {
         event,
         message: String::new(),
     };
-    serde_json::to_string(&record).unwrap()
+    record.to_json().unwrap()
 }
 
 fn lock() -> LockName {
@@ -573,7 +573,7 @@ fn trace_survives_restarts_and_missing_logs() {
 fn trace_time_window() {
     let all = logs(&SAMPLE);
     // The three entries are 6.01 s, 6.32 s and 6.62 s after the first event.
-    let first: LogRecord = serde_json::from_str(all[0].1.lines().next().unwrap()).unwrap();
+    let first = LogRecord::from_json(all[0].1.lines().next().unwrap()).unwrap();
     let to = first.time + jiff::SignedDuration::from_millis(6_500);
     let window = TraceOptions {
         from: Some("6.0".to_string()),

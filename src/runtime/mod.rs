@@ -299,8 +299,24 @@ pub async fn start(options: RunOptions) -> Result<NodeHandle> {
     })
 }
 
-/// Run a node until it leaves (the `ra` command).
-pub async fn run(config: NodeConfig) -> Result<()> {
+/// Run a node on its own tokio runtime until it leaves (the `ra` command). The
+/// runtime is driven here rather than in `main`: a future is compiled in the
+/// crate that polls it, so polling it from `main` compiled the whole node a
+/// second time into the binary.
+pub fn run_blocking(config: NodeConfig) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run(config));
+    // The stdin reader blocks in a thread that would hold up a normal shutdown.
+    runtime.shutdown_background();
+    result
+}
+
+/// Run a node until it leaves.
+async fn run(config: NodeConfig) -> Result<()> {
     let handle = start(RunOptions {
         config,
         console: true,

@@ -199,7 +199,7 @@ impl RaProcess {
             self.read_offset += n as u64;
             let text = line.trim();
             if text.starts_with('{') {
-                let record = serde_json::from_str(text).with_context(|| {
+                let record = LogRecord::from_json(text).with_context(|| {
                     format!(
                         "{}: a log line that does not fit the schema: {text}",
                         self.log.display()

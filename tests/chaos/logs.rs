@@ -119,7 +119,7 @@ impl NodeLog {
         let events = text
             .lines()
             .filter(|l| !l.trim().is_empty())
-            .map(|line| match serde_json::from_str::<LogRecord>(line) {
+            .map(|line| match LogRecord::from_json(line) {
                 Ok(record) => LogEvent {
                     at_us: u64::try_from(record.time.as_microsecond()).unwrap_or(0),
                     record: Ok(record),

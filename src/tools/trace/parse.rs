@@ -63,7 +63,7 @@ pub(super) fn parse_logs(logs: &[(String, String)]) -> Parsed {
 }
 
 fn parse_line(raw: &str) -> Option<Ev> {
-    let record: LogRecord = serde_json::from_str(raw.trim()).ok()?;
+    let record = LogRecord::from_json(raw.trim()).ok()?;
     Some(Ev {
         t: record.time.as_microsecond(),
         time: record.time,
