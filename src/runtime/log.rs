@@ -10,11 +10,14 @@ use std::fmt::Write as _;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use tracing::level_filters::LevelFilter;
 use tracing::{Level, Subscriber};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{LogFormat, LogLevel};
 use crate::event::{
@@ -31,18 +34,32 @@ static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 /// answers to `status`.
 pub fn init(format: LogFormat, level: LogLevel) {
     let _ = FORMAT.set(format);
-    let default = format!(
-        "{},foca=warn,h2=warn,tower=warn,hyper=warn,tonic=warn",
-        level.as_filter()
-    );
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .event_format(Lines {
-            json: format == LogFormat::Json,
-        })
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => spec.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("warning: RUST_LOG={spec:?} ignored ({e}); using --log-level");
+            default_filter(level)
+        }),
+        _ => default_filter(level),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .event_format(Lines {
+                    json: format == LogFormat::Json,
+                }),
+        )
         .try_init();
+}
+
+/// The chosen level for ra, and only warnings from the libraries' own chatter.
+fn default_filter(level: LogLevel) -> Targets {
+    let quiet = ["foca", "h2", "tower", "hyper", "tonic"];
+    quiet.iter().fold(
+        Targets::new().with_default(level.as_filter()),
+        |targets, library| targets.with_target(*library, LevelFilter::WARN),
+    )
 }
 
 fn json() -> bool {
