@@ -811,7 +811,8 @@ impl Node {
                 self.on_reply(from, lock, grant)
             }
             Body::NewerSet { set, .. } | Body::Decided { set } => {
-                self.adopt(set, SetSource::Message)
+                self.answer_older_set(from, &set);
+                self.adopt(set, SetSource::Message, Some(from))
             }
             Body::Busy {
                 lock,
@@ -882,6 +883,18 @@ impl Node {
                 Err(DropReason::EpochOutOfRange { seen, own })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// A set older than ours reached us over a stream (an earlier epoch of
+    /// our cluster, or a younger cluster): tell its sender ours. It takes on
+    /// another member list or cluster only from a member's message, never
+    /// from gossip alone (see `Node::adopt`), and this is that message.
+    fn answer_older_set(&mut self, from: ProcessId, set: &ActiveSet) {
+        if let Some(mine) = self.active_set.clone()
+            && (mine.outranks_cluster_of(set) || (mine.same_cluster(set) && mine.epoch > set.epoch))
+        {
+            self.send(from, Body::Decided { set: mine });
         }
     }
 

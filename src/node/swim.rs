@@ -28,7 +28,11 @@ impl Node {
                 // of our cluster far ahead of ours would use up the epochs.
                 Gossip::ActiveSet(set) => {
                     match self.check_numbers(&Body::Decided { set: set.clone() }) {
-                        Ok(()) if self.vouched(&set) => self.adopt(set, SetSource::Gossip),
+                        // Gossip alone never moves us to a new member list or
+                        // cluster (see `adopt`): a flipped bit in an identity
+                        // names a set nobody decided, or a cluster that does
+                        // not exist. Its members are asked instead.
+                        Ok(()) if self.vouched(&set) => self.adopt(set, SetSource::Gossip, None),
                         // No member of it that we heard from: it waits for
                         // better evidence (a member's Decided, or its own
                         // gossip), and is not spread meanwhile.
@@ -219,14 +223,23 @@ impl Node {
     /// set yet, and it then ignored its real cluster's lower epochs for good.
     /// Sets from members' messages (`Decided` over gRPC) need no such check.
     pub(super) fn vouched(&self, set: &ActiveSet) -> bool {
+        !self.vouchers(set).is_empty()
+    }
+
+    /// The members of `set` (other than us) that we heard from ourselves lately.
+    pub(super) fn vouchers(&self, set: &ActiveSet) -> Vec<ProcessId> {
         let limit = self.silence_limit();
-        set.members.iter().any(|m| {
-            *m != self.me
-                && !self.gone.contains(m)
-                && self
-                    .heard_from(m)
-                    .is_some_and(|at| self.now.saturating_sub(at) <= limit)
-        })
+        set.members
+            .iter()
+            .copied()
+            .filter(|m| {
+                *m != self.me
+                    && !self.gone.contains(m)
+                    && self
+                        .heard_from(m)
+                        .is_some_and(|at| self.now.saturating_sub(at) <= limit)
+            })
+            .collect()
     }
 
     pub(super) fn note_leaving(&mut self, process: ProcessId) {
