@@ -326,7 +326,7 @@ pub struct Node {
     /// granted (the grant lease).
     leases: BTreeMap<ProcessId, Duration>,
     /// Who we last heard from ourselves at each address, and when.
-    contacts: BTreeMap<SocketAddr, (ProcessId, Duration)>,
+    contacts: BTreeMap<SocketAddr, evidence::Contact>,
     /// When we installed the current active set.
     set_installed_at: Duration,
     /// Processes the shell proved gone (a refused connection, a new process
