@@ -66,6 +66,19 @@ impl Node {
             heard: Some((process, now)),
             claim: None,
         };
+        // A leave notice is a claim too (forged, or an item damaged on the
+        // way): a process that leaves is gone by its two leave deadlines (its
+        // clients' release, then the handover). One still talking to us well
+        // after that is not leaving, and must not be kept from a seat or from
+        // being served for good.
+        let leave_over = self.settings.leave_timeout.saturating_mul(3);
+        if self
+            .leaving_peers
+            .get(&process)
+            .is_some_and(|since| now > since.saturating_add(leave_over))
+        {
+            self.leaving_peers.remove(&process);
+        }
         // Heard from a member SWIM holds down: a stale verdict, or a member
         // that cannot hear us. SWIM is asked to look again at once.
         if !self.gone.contains(&process)
@@ -285,7 +298,7 @@ impl Node {
         }
         // A member that announced its leave is expected to be gone: the proof
         // still counts below, but the log already said it LEFT.
-        if !self.leaving_peers.contains(&process) {
+        if !self.leaving_peers.contains_key(&process) {
             self.emit(Event::ProcessGone {
                 member: process,
                 evidence,

@@ -294,7 +294,8 @@ pub struct Node {
     swim_io: AccumulatingRuntime<MemberId>,
     gossip_in: Receiver<Gossip>,
     peers: BTreeMap<SocketAddr, Peer>,
-    leaving_peers: BTreeSet<ProcessId>,
+    /// Processes that said they are leaving, and when we heard it.
+    leaving_peers: BTreeMap<ProcessId, Duration>,
     active_set: Option<ActiveSet>,
     acceptor: Acceptor,
     proposal: Option<Proposal>,
@@ -406,7 +407,7 @@ impl Node {
             swim_io: AccumulatingRuntime::new(),
             gossip_in,
             peers: BTreeMap::new(),
-            leaving_peers: BTreeSet::new(),
+            leaving_peers: BTreeMap::new(),
             active_set: None,
             acceptor: Acceptor::new(1),
             proposal: None,

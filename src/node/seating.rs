@@ -304,7 +304,7 @@ impl Node {
         set.members
             .iter()
             .filter(|m| {
-                !wanted.contains(m) && !self.leaving_peers.contains(m) && !self.gone.contains(m)
+                !wanted.contains(m) && !self.leaving_peers.contains_key(m) && !self.gone.contains(m)
             })
             .filter_map(|m| self.leases.get(m).copied())
             .filter(|until| *until > self.now)
@@ -321,7 +321,7 @@ impl Node {
                 set.members
                     .iter()
                     .copied()
-                    .filter(|m| self.leaving_peers.contains(m)),
+                    .filter(|m| self.leaving_peers.contains_key(m)),
             )
             .min()
             .or_else(|| set.members.iter().copied().find(|m| self.keeps_seat(m)))

@@ -149,7 +149,7 @@ impl Node {
         peer.down_at = Some(self.now);
         peer.recheck = None;
         self.drop_served_for(member, false);
-        if self.leaving_peers.contains(&member) {
+        if self.leaving_peers.contains_key(&member) {
             self.emit(Event::MemberLeft { member });
         } else {
             let cause = if self.gone.contains(&member) {
@@ -254,7 +254,8 @@ impl Node {
                 .active_set
                 .as_ref()
                 .is_some_and(|set| set.contains(&process));
-        if process != self.me && known && self.leaving_peers.insert(process) {
+        if process != self.me && known && !self.leaving_peers.contains_key(&process) {
+            self.leaving_peers.insert(process, self.now);
             // Its client tickets ended when it began to leave.
             self.drop_served_for(process, true);
             self.emit(Event::PeerLeaving { member: process });
@@ -269,7 +270,7 @@ impl Node {
         }
         // Seated only once we have heard from it ourselves: gossip alone may
         // be forged or corrupted (a phantom member).
-        !self.leaving_peers.contains(process)
+        !self.leaving_peers.contains_key(process)
             && self.heard_from(process).is_some()
             && self
                 .peers
@@ -284,7 +285,7 @@ impl Node {
         if *process == self.me {
             return matches!(self.life, Life::Running | Life::LeaveAfterRelease { .. });
         }
-        if self.leaving_peers.contains(process) || self.gone.contains(process) {
+        if self.leaving_peers.contains_key(process) || self.gone.contains(process) {
             return false;
         }
         // A member that neither SWIM nor we have heard from for a long while
