@@ -16,6 +16,15 @@ use super::*;
 /// addresses cannot grow this without bound.
 const MAX_CONTACTS: usize = 4096;
 
+/// What this node heard itself at one address.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Contact {
+    /// The process we heard from there, and when we last did.
+    heard: Option<(ProcessId, Duration)>,
+    /// Another process one datagram from there named, not confirmed yet.
+    claim: Option<ProcessId>,
+}
+
 impl Node {
     /// Whether a member of this cluster could be at `addr`: the same address
     /// family and scope as our own (a loopback cluster never dials a public
@@ -25,32 +34,53 @@ impl Node {
     }
 
     /// A datagram arrived from `from`: if its SWIM header names a process at
-    /// that very address, we heard from that process directly.
+    /// that very address, that process may have spoken to us directly. One
+    /// datagram is only a claim (a flipped bit in its start time names a
+    /// process that never ran, and the checksum cannot tell): it counts once a
+    /// second datagram names the same process with no other one heard there
+    /// in between. A process that runs keeps talking; a damaged identity is
+    /// not repeated, and the real process's next datagram clears it.
     pub(super) fn note_datagram_contact(&mut self, from: SocketAddr, data: &[u8]) {
         let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data) else {
             return;
         };
-        if header.src.process.addr == from {
-            self.note_contact(header.src.process);
+        let process = header.src.process;
+        if process.addr != from {
+            return;
+        }
+        let contact = self.contacts.get(&from).copied().unwrap_or_default();
+        let repeated =
+            contact.heard.is_some_and(|(p, _)| p == process) || contact.claim == Some(process);
+        if repeated {
+            self.note_contact(process);
+        } else {
+            self.contact_at(from).claim = Some(process);
         }
     }
 
+    /// We heard from `process` directly: a message on a stream its handshake
+    /// named, or a repeated datagram (see `note_datagram_contact`).
     pub(super) fn note_contact(&mut self, process: ProcessId) {
-        if self.contacts.len() >= MAX_CONTACTS && !self.contacts.contains_key(&process.addr) {
-            // Forget the contact heard from longest ago.
-            if let Some(oldest) = self
-                .contacts
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(addr, _)| *addr)
-            {
-                self.contacts.remove(&oldest);
-            }
+        let now = self.now;
+        *self.contact_at(process.addr) = Contact {
+            heard: Some((process, now)),
+            claim: None,
+        };
+        // A leave notice is a claim too (forged, or an item damaged on the
+        // way): a process that leaves is gone by its two leave deadlines (its
+        // clients' release, then the handover). One still talking to us well
+        // after that is not leaving, and must not be kept from a seat or from
+        // being served for good.
+        let leave_over = self.settings.leave_timeout.saturating_mul(3);
+        if self
+            .leaving_peers
+            .get(&process)
+            .is_some_and(|since| now > since.saturating_add(leave_over))
+        {
+            self.leaving_peers.remove(&process);
         }
-        self.contacts.insert(process.addr, (process, self.now));
         // Heard from a member SWIM holds down: a stale verdict, or a member
         // that cannot hear us. SWIM is asked to look again at once.
-        let now = self.now;
         if !self.gone.contains(&process)
             && let Some(peer) = self.peers.get_mut(&process.addr)
             && peer.id.process == process
@@ -102,12 +132,29 @@ impl Node {
         }
     }
 
+    /// The contact record of `addr`, made if new: within [`MAX_CONTACTS`],
+    /// forgetting the address heard from longest ago.
+    fn contact_at(&mut self, addr: SocketAddr) -> &mut Contact {
+        if self.contacts.len() >= MAX_CONTACTS && !self.contacts.contains_key(&addr) {
+            let oldest = self
+                .contacts
+                .iter()
+                .min_by_key(|(_, c)| c.heard.map(|(_, at)| at))
+                .map(|(addr, _)| *addr);
+            if let Some(oldest) = oldest {
+                self.contacts.remove(&oldest);
+            }
+        }
+        self.contacts.entry(addr).or_default()
+    }
+
     /// When we last heard from `process` (this very process) ourselves.
     pub(super) fn heard_from(&self, process: &ProcessId) -> Option<Duration> {
         self.contacts
             .get(&process.addr)
+            .and_then(|c| c.heard)
             .filter(|(p, _)| p == process)
-            .map(|(_, at)| *at)
+            .map(|(_, at)| at)
     }
 
     /// How long a live member can go unheard by us in a quiet cluster: each
@@ -251,7 +298,7 @@ impl Node {
         }
         // A member that announced its leave is expected to be gone: the proof
         // still counts below, but the log already said it LEFT.
-        if !self.leaving_peers.contains(&process) {
+        if !self.leaving_peers.contains_key(&process) {
             self.emit(Event::ProcessGone {
                 member: process,
                 evidence,

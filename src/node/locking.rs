@@ -546,7 +546,7 @@ impl Node {
             // requester names.
             set.epoch
         } else {
-            self.adopt(set.clone(), SetSource::Message);
+            self.adopt(set.clone(), SetSource::Message, Some(from));
             if self
                 .pending_merge
                 .as_ref()

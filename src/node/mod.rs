@@ -294,7 +294,8 @@ pub struct Node {
     swim_io: AccumulatingRuntime<MemberId>,
     gossip_in: Receiver<Gossip>,
     peers: BTreeMap<SocketAddr, Peer>,
-    leaving_peers: BTreeSet<ProcessId>,
+    /// Processes that said they are leaving, and when we heard it.
+    leaving_peers: BTreeMap<ProcessId, Duration>,
     active_set: Option<ActiveSet>,
     acceptor: Acceptor,
     proposal: Option<Proposal>,
@@ -326,7 +327,7 @@ pub struct Node {
     /// granted (the grant lease).
     leases: BTreeMap<ProcessId, Duration>,
     /// Who we last heard from ourselves at each address, and when.
-    contacts: BTreeMap<SocketAddr, (ProcessId, Duration)>,
+    contacts: BTreeMap<SocketAddr, evidence::Contact>,
     /// When we installed the current active set.
     set_installed_at: Duration,
     /// Processes the shell proved gone (a refused connection, a new process
@@ -406,7 +407,7 @@ impl Node {
             swim_io: AccumulatingRuntime::new(),
             gossip_in,
             peers: BTreeMap::new(),
-            leaving_peers: BTreeSet::new(),
+            leaving_peers: BTreeMap::new(),
             active_set: None,
             acceptor: Acceptor::new(1),
             proposal: None,
@@ -811,7 +812,8 @@ impl Node {
                 self.on_reply(from, lock, grant)
             }
             Body::NewerSet { set, .. } | Body::Decided { set } => {
-                self.adopt(set, SetSource::Message)
+                self.answer_older_set(from, &set);
+                self.adopt(set, SetSource::Message, Some(from))
             }
             Body::Busy {
                 lock,
@@ -882,6 +884,18 @@ impl Node {
                 Err(DropReason::EpochOutOfRange { seen, own })
             }
             _ => Ok(()),
+        }
+    }
+
+    /// A set older than ours reached us over a stream (an earlier epoch of
+    /// our cluster, or a younger cluster): tell its sender ours. It takes on
+    /// another member list or cluster only from a member's message, never
+    /// from gossip alone (see `Node::adopt`), and this is that message.
+    fn answer_older_set(&mut self, from: ProcessId, set: &ActiveSet) {
+        if let Some(mine) = self.active_set.clone()
+            && (mine.outranks_cluster_of(set) || (mine.same_cluster(set) && mine.epoch > set.epoch))
+        {
+            self.send(from, Body::Decided { set: mine });
         }
     }
 

@@ -737,7 +737,7 @@ impl Node {
     /// address that we heard from ourselves (a rumour alone may be forged).
     fn spectator_gone(&self, spectator: &ProcessId) -> bool {
         self.gone.contains(spectator)
-            || self.leaving_peers.contains(spectator)
+            || self.leaving_peers.contains_key(spectator)
             || self.peers.get(&spectator.addr).is_some_and(|peer| {
                 let later = peer.id.process;
                 (later == *spectator && !peer.alive)

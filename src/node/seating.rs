@@ -19,20 +19,45 @@ pub(super) struct HeldAccept {
 
 impl Node {
     /// Take on an active set someone else decided, if it is newer than ours (or
-    /// belongs to an older cluster that ours merges into).
-    pub(super) fn adopt(&mut self, set: ActiveSet, source: SetSource) {
+    /// belongs to an older cluster that ours merges into). `from` sent it over
+    /// a stream; `None` for gossip.
+    pub(super) fn adopt(&mut self, set: ActiveSet, source: SetSource, from: Option<ProcessId>) {
         if self.refuses_while_recovering(&set) {
             return;
         }
         match &self.active_set {
             None => self.install(set, source),
             Some(mine) if mine.same_cluster(&set) => {
-                if set.epoch > mine.epoch {
+                if set.epoch <= mine.epoch {
+                    return;
+                }
+                if from.is_some() {
                     self.install(set, source);
+                } else {
+                    // Gossip only hints at a newer set: a flipped bit in a
+                    // member's identity makes a second member list for one
+                    // epoch, and members holding different lists never vote
+                    // together again. Its members answer with the set they
+                    // hold (`answer_older_set`), over a stream.
+                    self.ask_members_of(&set);
                 }
             }
             Some(mine) => {
-                if set.outranks_cluster_of(mine) {
+                // Another cluster's set moves us only when one of its own
+                // members sends it: anyone else may pass on a set damaged on
+                // the way (a flipped bit in the founder's identity names a
+                // cluster that does not exist). Then ask its members instead.
+                let Some(from) = from.filter(|f| set.contains(f)) else {
+                    if set.outranks_cluster_of(mine) {
+                        self.ask_members_of(&set);
+                    }
+                    return;
+                };
+                // A spectator whose set seats the sender, which says it sits
+                // in another cluster: its own word wins over what we took it
+                // for (a set learned from damaged gossip while we had none).
+                let mistaken = !mine.contains(&self.me) && mine.contains(&from);
+                if set.outranks_cluster_of(mine) || mistaken {
                     if self.held_locks().is_empty() {
                         self.merge_into(set);
                     } else {
@@ -40,6 +65,18 @@ impl Node {
                     }
                 }
             }
+        }
+    }
+
+    /// Send our set to the members of `set` that we heard from lately: one
+    /// that holds a later set of our cluster, or sits in an older cluster,
+    /// answers with its own (`answer_older_set`), which we then take on.
+    pub(super) fn ask_members_of(&mut self, set: &ActiveSet) {
+        let Some(mine) = self.active_set.clone() else {
+            return;
+        };
+        for member in self.vouchers(set) {
+            self.send(member, Body::Decided { set: mine.clone() });
         }
     }
 
@@ -267,7 +304,7 @@ impl Node {
         set.members
             .iter()
             .filter(|m| {
-                !wanted.contains(m) && !self.leaving_peers.contains(m) && !self.gone.contains(m)
+                !wanted.contains(m) && !self.leaving_peers.contains_key(m) && !self.gone.contains(m)
             })
             .filter_map(|m| self.leases.get(m).copied())
             .filter(|until| *until > self.now)
@@ -284,7 +321,7 @@ impl Node {
                 set.members
                     .iter()
                     .copied()
-                    .filter(|m| self.leaving_peers.contains(m)),
+                    .filter(|m| self.leaving_peers.contains_key(m)),
             )
             .min()
             .or_else(|| set.members.iter().copied().find(|m| self.keeps_seat(m)))
@@ -339,7 +376,7 @@ impl Node {
     /// Shared by Prepare and Accept: catch up first, and vote only as a member of
     /// exactly the set the proposer builds on.
     pub(super) fn acceptor_for(&mut self, from: ProcessId, current: &ActiveSet) -> bool {
-        self.adopt(current.clone(), SetSource::Message);
+        self.adopt(current.clone(), SetSource::Message, Some(from));
         let Some(set) = self.active_set.clone() else {
             return false;
         };

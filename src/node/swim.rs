@@ -28,7 +28,11 @@ impl Node {
                 // of our cluster far ahead of ours would use up the epochs.
                 Gossip::ActiveSet(set) => {
                     match self.check_numbers(&Body::Decided { set: set.clone() }) {
-                        Ok(()) if self.vouched(&set) => self.adopt(set, SetSource::Gossip),
+                        // Gossip alone never moves us to a new member list or
+                        // cluster (see `adopt`): a flipped bit in an identity
+                        // names a set nobody decided, or a cluster that does
+                        // not exist. Its members are asked instead.
+                        Ok(()) if self.vouched(&set) => self.adopt(set, SetSource::Gossip, None),
                         // No member of it that we heard from: it waits for
                         // better evidence (a member's Decided, or its own
                         // gossip), and is not spread meanwhile.
@@ -145,7 +149,7 @@ impl Node {
         peer.down_at = Some(self.now);
         peer.recheck = None;
         self.drop_served_for(member, false);
-        if self.leaving_peers.contains(&member) {
+        if self.leaving_peers.contains_key(&member) {
             self.emit(Event::MemberLeft { member });
         } else {
             let cause = if self.gone.contains(&member) {
@@ -219,14 +223,23 @@ impl Node {
     /// set yet, and it then ignored its real cluster's lower epochs for good.
     /// Sets from members' messages (`Decided` over gRPC) need no such check.
     pub(super) fn vouched(&self, set: &ActiveSet) -> bool {
+        !self.vouchers(set).is_empty()
+    }
+
+    /// The members of `set` (other than us) that we heard from ourselves lately.
+    pub(super) fn vouchers(&self, set: &ActiveSet) -> Vec<ProcessId> {
         let limit = self.silence_limit();
-        set.members.iter().any(|m| {
-            *m != self.me
-                && !self.gone.contains(m)
-                && self
-                    .heard_from(m)
-                    .is_some_and(|at| self.now.saturating_sub(at) <= limit)
-        })
+        set.members
+            .iter()
+            .copied()
+            .filter(|m| {
+                *m != self.me
+                    && !self.gone.contains(m)
+                    && self
+                        .heard_from(m)
+                        .is_some_and(|at| self.now.saturating_sub(at) <= limit)
+            })
+            .collect()
     }
 
     pub(super) fn note_leaving(&mut self, process: ProcessId) {
@@ -241,7 +254,8 @@ impl Node {
                 .active_set
                 .as_ref()
                 .is_some_and(|set| set.contains(&process));
-        if process != self.me && known && self.leaving_peers.insert(process) {
+        if process != self.me && known && !self.leaving_peers.contains_key(&process) {
+            self.leaving_peers.insert(process, self.now);
             // Its client tickets ended when it began to leave.
             self.drop_served_for(process, true);
             self.emit(Event::PeerLeaving { member: process });
@@ -256,7 +270,7 @@ impl Node {
         }
         // Seated only once we have heard from it ourselves: gossip alone may
         // be forged or corrupted (a phantom member).
-        !self.leaving_peers.contains(process)
+        !self.leaving_peers.contains_key(process)
             && self.heard_from(process).is_some()
             && self
                 .peers
@@ -271,7 +285,7 @@ impl Node {
         if *process == self.me {
             return matches!(self.life, Life::Running | Life::LeaveAfterRelease { .. });
         }
-        if self.leaving_peers.contains(process) || self.gone.contains(process) {
+        if self.leaving_peers.contains_key(process) || self.gone.contains(process) {
             return false;
         }
         // A member that neither SWIM nor we have heard from for a long while
