@@ -491,7 +491,7 @@ mod tests {
         LockName::new("jobs").expect("valid")
     }
 
-    fn view() -> ActiveSet {
+    fn sample_set() -> ActiveSet {
         ActiveSet {
             cluster: pid(1),
             epoch: 3,
@@ -512,7 +512,7 @@ mod tests {
                 request_id: 7,
                 attempt: 2,
                 timestamp: 9,
-                set: view(),
+                set: sample_set(),
                 try_only: true,
             },
             Body::Busy {
@@ -531,10 +531,10 @@ mod tests {
             Body::NewerSet {
                 lock: lock(),
                 request_id: 7,
-                set: view(),
+                set: sample_set(),
             },
             Body::Prepare {
-                current: view(),
+                current: sample_set(),
                 ballot,
             },
             Body::Promise {
@@ -548,7 +548,7 @@ mod tests {
                 accepted: None,
             },
             Body::Accept {
-                current: view(),
+                current: sample_set(),
                 ballot,
                 members: vec![pid(1)],
                 carried: true,
@@ -558,10 +558,10 @@ mod tests {
                 epoch: 4,
                 promised: ballot,
             },
-            Body::Decided { set: view() },
+            Body::Decided { set: sample_set() },
             Body::Leaving,
             Body::Recovering {
-                last: view(),
+                last: sample_set(),
                 epoch: 9,
             },
             Body::WhoHolds { query: 9 },
@@ -628,7 +628,7 @@ mod tests {
             from: pid(1),
             to: pid(2),
             clock: 1,
-            body: Body::Decided { set: view() },
+            body: Body::Decided { set: sample_set() },
         });
         if let Some(pb::envelope::Body::Decided(d)) = huge.body.as_mut()
             && let Some(v) = d.active_set.as_mut()
@@ -676,7 +676,7 @@ mod tests {
             to: pid(2),
             clock: 1,
             body: Body::Prepare {
-                current: view(),
+                current: sample_set(),
                 ballot: Ballot {
                     round: 1,
                     proposer: pid(1),
@@ -694,7 +694,7 @@ mod tests {
             from: pid(1),
             to: pid(2),
             clock: 1,
-            body: Body::Decided { set: view() },
+            body: Body::Decided { set: sample_set() },
         });
         if let Some(pb::envelope::Body::Decided(d)) = wide.body.as_mut()
             && let Some(v) = d.active_set.as_mut()

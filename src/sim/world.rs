@@ -722,7 +722,7 @@ impl World {
     }
 
     /// The newest active set any running process knows.
-    fn latest_view(&self) -> Option<ActiveSet> {
+    fn latest_decided_set(&self) -> Option<ActiveSet> {
         self.slots
             .iter()
             .filter_map(|s| s.node.as_ref()?.active_set().cloned())
@@ -739,10 +739,10 @@ impl World {
     /// Whether `process` can talk both ways with a quorum of the newest active set
     /// (running, unpaused members, no cut either way).
     fn reaches_quorum(&self, process: ProcessId) -> bool {
-        let Some(view) = self.latest_view() else {
+        let Some(set) = self.latest_decided_set() else {
             return false;
         };
-        let reachable: BTreeSet<ProcessId> = view
+        let reachable: BTreeSet<ProcessId> = set
             .members
             .iter()
             .copied()
@@ -754,7 +754,7 @@ impl World {
                         && !self.net.is_blocked(m.addr, process.addr))
             })
             .collect();
-        view.is_quorum(&reachable)
+        set.is_quorum(&reachable)
     }
 
     /// Whether losing `slot` now would leave every known active set with a quorum
@@ -972,14 +972,14 @@ impl World {
                 }
             }
         }
-        let quorum_lost = self.latest_view().is_some_and(|view| {
-            let alive: BTreeSet<ProcessId> = view
+        let quorum_lost = self.latest_decided_set().is_some_and(|set| {
+            let alive: BTreeSet<ProcessId> = set
                 .members
                 .iter()
                 .copied()
                 .filter(|m| self.running(m))
                 .collect();
-            !view.is_quorum(&alive)
+            !set.is_quorum(&alive)
         });
         if !unserved.is_empty() && !quorum_lost {
             let list: Vec<String> = unserved.iter().map(|(p, n)| format!("{p}: {n}")).collect();

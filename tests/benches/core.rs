@@ -36,7 +36,7 @@ fn pid(port: u16) -> ProcessId {
     ProcessId::new(SocketAddr::from(([127, 0, 0, 1], port)), 1)
 }
 
-fn view(ports: &[u16]) -> ActiveSet {
+fn active_set(ports: &[u16]) -> ActiveSet {
     ActiveSet {
         cluster: pid(ports[0]),
         epoch: EPOCH,
@@ -64,7 +64,7 @@ fn request(from: u16, timestamp: u64) -> Envelope {
             request_id: 1,
             attempt: 0,
             timestamp,
-            set: view(&[A, B, C]),
+            set: active_set(&[A, B, C]),
             try_only: false,
         },
     )
@@ -133,7 +133,7 @@ mod ricart_agrawala {
     #[divan::bench]
     fn on_request_defer(bencher: Bencher) {
         let mut ra = RicartAgrawala::new(pid(B));
-        ra.issue(1, 3, &view(&[A, B, C]), Duration::ZERO);
+        ra.issue(1, 3, &active_set(&[A, B, C]), Duration::ZERO);
         bencher.bench_local(|| {
             ra.on_request(
                 black_box(pid(A)),
@@ -151,7 +151,7 @@ mod ricart_agrawala {
     /// Both replies of a three-member set, then the entry they allow.
     #[divan::bench]
     fn on_reply_and_enter(bencher: Bencher) {
-        let set = view(&[A, B, C]);
+        let set = active_set(&[A, B, C]);
         bencher
             .with_inputs(|| {
                 let mut ra = RicartAgrawala::new(pid(B));
@@ -186,7 +186,7 @@ mod node {
                 B,
                 1,
                 Body::Decided {
-                    set: view(&[A, B, C]),
+                    set: active_set(&[A, B, C]),
                 },
             )),
         );
@@ -279,7 +279,7 @@ mod membership {
     /// Five processes, max 3 seats: one member is gone, two spectators wait.
     #[divan::bench]
     fn desired_members(bencher: Bencher) {
-        let set = view(&[A, B, C]);
+        let set = active_set(&[A, B, C]);
         let candidates = [pid(7004), pid(7005)];
         bencher.bench_local(|| {
             black_box(&set).desired_members(|p| *p != pid(B), black_box(&candidates))
@@ -290,7 +290,7 @@ mod membership {
     /// accept, accepted, decided.
     #[divan::bench]
     fn paxos_round(bencher: Bencher) {
-        let base = view(&[A, B, C]);
+        let base = active_set(&[A, B, C]);
         let wanted = vec![pid(A), pid(C), pid(7004)];
         bencher.bench_local(|| {
             let ballot = Ballot {
