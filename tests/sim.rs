@@ -1060,15 +1060,7 @@ fn scenario_stale_ask_of_a_failed_spectator() {
 /// The random schedules that found it, replayed by name.
 #[test]
 fn seeds_of_the_stale_spectator_ask() {
-    for seed in [61004139, 61017007, 61017877] {
-        let report = schedule::random(seed, Mix::Everything).run();
-        assert!(
-            report.passed(),
-            "seed {seed}: {:?}, unserved {:?}",
-            report.violations,
-            report.unserved
-        );
-    }
+    assert_seeds_pass(Mix::Everything, &[61004139, 61017007, 61017877]);
 }
 
 /// A grant that arrived in time but ran out while the holder's reply was
@@ -1125,15 +1117,7 @@ fn seeds_of_the_stale_verdict_after_a_heal() {
 /// the set from 6.3 s to the end.
 #[test]
 fn seeds_of_the_phantom_seat() {
-    for seed in [13, 18, 28, 56, 63] {
-        let report = schedule::random(seed, Mix::Corrupted).run();
-        assert!(
-            report.passed(),
-            "seed {seed}: {:?}, unserved {:?}",
-            report.violations,
-            report.unserved
-        );
-    }
+    assert_seeds_pass(Mix::Corrupted, &[13, 18, 28, 56, 63]);
 }
 
 /// Issue "holes found on real networks", 2, continued: seeds of the corrupted
@@ -1153,10 +1137,19 @@ fn seeds_of_the_phantom_seat() {
 /// - 81,000,044: stalled in the fresh range before the gossip hint change.
 #[test]
 fn seeds_of_the_phantom_cluster() {
-    for seed in [
-        38, 419, 520, 538, 703, 906, 918, 934, 990, 81_000_044, 81_001_953,
-    ] {
-        let report = schedule::random(seed, Mix::Corrupted).run();
+    assert_seeds_pass(
+        Mix::Corrupted,
+        &[
+            38, 419, 520, 538, 703, 906, 918, 934, 990, 81_000_044, 81_001_953,
+        ],
+    );
+}
+
+/// Replays each seed of `mix` and asserts it passes: safety, and every ticket
+/// served.
+fn assert_seeds_pass(mix: Mix, seeds: &[u64]) {
+    for &seed in seeds {
+        let report = schedule::random(seed, mix).run();
         assert!(
             report.passed(),
             "seed {seed}: {:?}, unserved {:?}",
