@@ -33,8 +33,9 @@
 //! `RA_CHAOS_KEEP` is set). [`Lab::new`] first sweeps
 //! namespaces left by earlier runs that were killed (their pid is gone).
 //!
-//! Labs run one at a time in a process (the machine has 2 cores; timing-sensitive
-//! failure detection should not compete with a second cluster).
+//! Labs run two at a time in a process (libtest's two threads on 2 cores), except
+//! the CPU-heavy ones ([`CPU_HEAVY`]: floods, churn), which run alone so that
+//! timing-sensitive failure detection does not compete with them.
 //!
 //! Long because it is one job: namespaces, links, faults and processes of the lab,
 //! and their clean-up.
@@ -49,7 +50,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Every namespace of every lab starts with this.
@@ -64,7 +65,31 @@ pub const ROLE_ENV: &str = "RA_CHAOS_ROLE";
 pub const ROLE_TEST: &str = "helper_role";
 
 static NEXT_LAB: AtomicUsize = AtomicUsize::new(0);
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+/// Labs share the machine two at a time (libtest runs two tests at once on two
+/// cores), but these run alone: floods and churn's restarts take the CPU that
+/// another lab's failure detection needs to keep its timings.
+static CPU_HEAVY: [&str; 3] = [
+    "churn_under_contention",
+    "hostile_traffic_during_a_run",
+    "corrupted_and_forged_datagrams",
+];
+static TURNS: RwLock<()> = RwLock::new(());
+
+/// A lab's turn on the machine: shared, or alone for a CPU-heavy test.
+enum Turn {
+    Shared(RwLockReadGuard<'static, ()>),
+    Alone(RwLockWriteGuard<'static, ()>),
+}
+
+impl Turn {
+    fn take(test: &str) -> Turn {
+        if CPU_HEAVY.contains(&test) {
+            Turn::Alone(TURNS.write().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            Turn::Shared(TURNS.read().unwrap_or_else(|e| e.into_inner()))
+        }
+    }
+}
 
 /// Microseconds since the Unix epoch: the clock of `--cs-file` and of the logs.
 pub fn now_us() -> u64 {
@@ -351,15 +376,14 @@ pub struct Lab {
     hosts: Vec<Host>,
     others: Mutex<Vec<Child>>,
     keep: AtomicBool,
-    _one_at_a_time: MutexGuard<'static, ()>,
+    _turn: Turn,
 }
 
 impl Lab {
     /// An empty lab: its name, its scratch directory, no namespace yet. Sweeps
-    /// leftovers of killed runs first. Waits for any other lab of this process to
-    /// be dropped.
+    /// leftovers of killed runs first. Waits for its [`Turn`].
     fn blank(test: &str) -> Result<Lab, String> {
-        let serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        let turn = Turn::take(test);
         let swept = sweep_leftovers();
         if !swept.is_empty() {
             let _ = writeln!(
@@ -386,7 +410,7 @@ impl Lab {
             hosts: Vec::new(),
             others: Mutex::new(Vec::new()),
             keep: AtomicBool::new(std::env::var_os("RA_CHAOS_KEEP").is_some()),
-            _one_at_a_time: serial,
+            _turn: turn,
         })
     }
 
@@ -438,7 +462,7 @@ impl Lab {
     }
 
     /// Create `hosts` namespaces on a fresh hub. Sweeps leftovers of killed runs
-    /// first. Waits for any other lab of this process to be dropped.
+    /// first. Waits for its [`Turn`].
     pub fn new(test: &str, hosts: usize) -> Result<Lab, String> {
         assert!((1..=250).contains(&hosts), "1 to 250 hosts");
         let mut lab = Lab::blank(test)?;
