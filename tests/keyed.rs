@@ -8,7 +8,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ra::event::{DropReason, DroppedWhat, Event};
@@ -189,24 +189,37 @@ fn three_seated(scratch: &Scratch, args: &[&str]) -> (Node, Node, Node) {
     (a, b, c)
 }
 
-#[test]
-fn forgeries_against_a_keyed_cluster_are_dropped_and_it_keeps_serving() {
-    let scratch = Scratch::new("keyed-forged");
-    let key = keygen();
+/// Three nodes seated under a key file holding `keys`, each entry held
+/// `hold_ms`, all writing one shared file: the key file, the shared file and
+/// the nodes.
+fn keyed_three(
+    scratch: &Scratch,
+    keys: &[&str],
+    hold_ms: u32,
+) -> (PathBuf, PathBuf, (Node, Node, Node)) {
     let key_file = scratch.path("cluster.key");
-    write_keys(&key_file, &[&key]);
+    write_keys(&key_file, keys);
     let key_arg = key_file.to_str().expect("utf-8 path").to_string();
     let cs = scratch.path("cs.jsonl");
     let cs_arg = cs.to_str().expect("utf-8 path").to_string();
+    let hold = hold_ms.to_string();
     let common = [
         "--cluster-key",
         key_arg.as_str(),
         "--hold-ms",
-        "20",
+        hold.as_str(),
         "--cs-file",
         cs_arg.as_str(),
     ];
-    let (mut a, mut b, mut c) = three_seated(&scratch, &common);
+    let nodes = three_seated(scratch, &common);
+    (key_file, cs, nodes)
+}
+
+#[test]
+fn forgeries_against_a_keyed_cluster_are_dropped_and_it_keeps_serving() {
+    let scratch = Scratch::new("keyed-forged");
+    let key = keygen();
+    let (_, cs, (mut a, mut b, mut c)) = keyed_three(&scratch, &[&key], 20);
     let epoch = epoch_of(&mut a);
     let members_before = active_set(&mut a);
     assert!(
@@ -390,20 +403,7 @@ fn a_node_with_another_key_or_none_cannot_join_and_both_sides_say_why() {
 fn keys_rotate_without_a_member_declared_failed() {
     let scratch = Scratch::new("keyed-rotate");
     let (old, new) = (keygen(), keygen());
-    let key_file = scratch.path("cluster.key");
-    write_keys(&key_file, &[&old]);
-    let key_arg = key_file.to_str().expect("utf-8 path").to_string();
-    let cs = scratch.path("cs.jsonl");
-    let cs_arg = cs.to_str().expect("utf-8 path").to_string();
-    let common = [
-        "--cluster-key",
-        key_arg.as_str(),
-        "--hold-ms",
-        "5",
-        "--cs-file",
-        cs_arg.as_str(),
-    ];
-    let (mut a, mut b, mut c) = three_seated(&scratch, &common);
+    let (key_file, cs, (mut a, mut b, mut c)) = keyed_three(&scratch, &[&old], 5);
 
     // Serf's three steps, one shared file, SIGHUP to each node, a lock taken
     // by every node between the steps.
