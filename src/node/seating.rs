@@ -75,7 +75,8 @@ impl Node {
         let Some(mine) = self.active_set.clone() else {
             return;
         };
-        for member in self.vouchers(set) {
+        let vouchers: Vec<ProcessId> = self.vouchers(set).collect();
+        for member in vouchers {
             self.send(member, Body::Decided { set: mine.clone() });
         }
     }

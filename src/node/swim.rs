@@ -223,23 +223,22 @@ impl Node {
     /// set yet, and it then ignored its real cluster's lower epochs for good.
     /// Sets from members' messages (`Decided` over gRPC) need no such check.
     pub(super) fn vouched(&self, set: &ActiveSet) -> bool {
-        !self.vouchers(set).is_empty()
+        self.vouchers(set).next().is_some()
     }
 
     /// The members of `set` (other than us) that we heard from ourselves lately.
-    pub(super) fn vouchers(&self, set: &ActiveSet) -> Vec<ProcessId> {
+    pub(super) fn vouchers<'a>(
+        &'a self,
+        set: &'a ActiveSet,
+    ) -> impl Iterator<Item = ProcessId> + 'a {
         let limit = self.silence_limit();
-        set.members
-            .iter()
-            .copied()
-            .filter(|m| {
-                *m != self.me
-                    && !self.gone.contains(m)
-                    && self
-                        .heard_from(m)
-                        .is_some_and(|at| self.now.saturating_sub(at) <= limit)
-            })
-            .collect()
+        set.members.iter().copied().filter(move |m| {
+            *m != self.me
+                && !self.gone.contains(m)
+                && self
+                    .heard_from(m)
+                    .is_some_and(|at| self.now.saturating_sub(at) <= limit)
+        })
     }
 
     pub(super) fn note_leaving(&mut self, process: ProcessId) {
