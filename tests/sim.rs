@@ -16,6 +16,7 @@ use ra::node::PROXY_TICKETS;
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::Fence;
 use ra::protocol::mutations::Mutations;
+use ra::sim::hostile::Hostility;
 use ra::sim::schedule::Schedule;
 use ra::sim::schedule::{self, Mix};
 use ra::sim::{Report, scenarios, slot_addr};
@@ -566,6 +567,104 @@ fn corrupted_datagram_schedules() {
     );
 }
 
+/// Issue "Trust", point 1: a hostile peer without the cluster key replays the
+/// sealed datagrams it captured (the only thing of its that keyed mode lets
+/// through), to anyone, from any address, once or several times, early ones
+/// long after. Safety and liveness hold as in every other mix.
+#[test]
+fn replaying_outsider_schedules() {
+    let summary = check(
+        "replaying_outsider_schedules",
+        Mix::Hostile(Hostility::Outsider),
+        400,
+    );
+    let sent: u64 = summary.reports.iter().map(|r| r.hostile_sent).sum();
+    println!("replaying_outsider_schedules: {sent} datagrams replayed");
+    assert!(
+        sent > 0,
+        "the outsider replayed nothing: the test lost its point"
+    );
+}
+
+/// Issue "Trust", point 1: a member holding the key sends, under its own
+/// name, captured messages of every kind re-addressed, with extreme and random
+/// clocks, timestamps, epochs, ballots, fences and ids, phantom members, and
+/// altered datagrams. A member with the key is trusted by design (README's
+/// guarantees), so its lies may stall or even break the lock; what must hold
+/// is that no node's Lamport clock ever goes back (wraps), and that no lie
+/// makes the real code panic.
+#[test]
+fn lying_insider_schedules() {
+    let first = env_u64("RA_SIM_SEED").unwrap_or(1);
+    let count = env_u64("RA_SIM_SEEDS").unwrap_or(300);
+    let summary = run_many(Mix::Hostile(Hostility::Insider), first, count);
+    let is_clock = |v: &String| v.starts_with("clock of");
+    let wrapped: Vec<(u64, &String)> = summary
+        .reports
+        .iter()
+        .flat_map(|r| {
+            r.violations
+                .iter()
+                .filter(|v| is_clock(v))
+                .map(move |v| (r.seed, v))
+        })
+        .collect();
+    let hurt: Vec<u64> = summary
+        .reports
+        .iter()
+        .filter(|r| r.violations.iter().any(|v| !is_clock(v)))
+        .map(|r| r.seed)
+        .collect();
+    let unsafe_runs = summary
+        .reports
+        .iter()
+        .filter(|r| {
+            r.violations
+                .iter()
+                .any(|v| !is_clock(v) && !v.starts_with("tickets still waiting"))
+        })
+        .count();
+    let sent: u64 = summary.reports.iter().map(|r| r.hostile_sent).sum();
+    let refused: u64 = summary
+        .reports
+        .iter()
+        .map(|r| r.hostile_refused_at_wire)
+        .sum();
+    let entries: u64 = summary.reports.iter().map(|r| r.stats.entries).sum();
+    let highest = summary
+        .reports
+        .iter()
+        .map(|r| r.highest_clock)
+        .max()
+        .unwrap_or(0);
+    println!(
+        "lying_insider_schedules: {} schedules from seed {first} in {:.1?}: {entries} entries, \
+         {sent} lies and replays sent ({refused} refused by the wire format), highest clock \
+         2^{:.1}; the insider stalled or broke the lock in {} schedules ({unsafe_runs} unsafe), \
+         for example {:?}",
+        summary.reports.len(),
+        summary.elapsed,
+        (highest.max(1) as f64).log2(),
+        hurt.len(),
+        hurt.iter().take(5).collect::<Vec<_>>()
+    );
+    for report in summary
+        .reports
+        .iter()
+        .filter(|r| hurt.contains(&r.seed))
+        .take(5)
+    {
+        let first_harm = report.violations.iter().find(|v| !is_clock(v));
+        println!("  seed {}: {first_harm:?}", report.seed);
+    }
+    assert!(sent > 0 && entries > 0, "the schedules lost their point");
+    assert!(
+        wrapped.is_empty(),
+        "a clock went back under an insider's lies: {:?}",
+        wrapped.iter().take(5).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn same_seed_same_trace() {
     let first = schedule::random(4242, Mix::Everything).run();
@@ -598,7 +697,7 @@ fn partition_schedules() {
 #[test]
 fn broken_rules_are_caught() {
     // (name, the switch, what must show up)
-    let broken: [(&str, Mutations, &str); 3] = [
+    let broken: [(&str, Mutations, &str, Mix); 4] = [
         (
             "granting without the view check",
             Mutations {
@@ -606,6 +705,7 @@ fn broken_rules_are_caught() {
                 ..Mutations::default()
             },
             "while itself in epoch",
+            Mix::Everything,
         ),
         (
             "comparing the current clock",
@@ -614,6 +714,7 @@ fn broken_rules_are_caught() {
                 ..Mutations::default()
             },
             "held it since",
+            Mix::Everything,
         ),
         (
             // The naive rule of the guide's section 3: each node derives the active
@@ -624,11 +725,23 @@ fn broken_rules_are_caught() {
                 ..Mutations::default()
             },
             "held it since",
+            Mix::Everything,
+        ),
+        (
+            // The first version's clock merge (issue "Trust", point 1): one
+            // lie of 2^64-1 wraps a clock to 0.
+            "a wrapping clock",
+            Mutations {
+                wrapping_clock: true,
+                ..Mutations::default()
+            },
+            "went back",
+            Mix::Hostile(Hostility::Insider),
         ),
     ];
-    for (name, mutations, symptom) in broken {
+    for (name, mutations, symptom, mix) in broken {
         let caught = (1..=2000u64).find(|seed| {
-            let mut schedule = schedule::random(*seed, Mix::Everything);
+            let mut schedule = schedule::random(*seed, mix);
             schedule.config.settings.mutations = mutations;
             schedule
                 .run()

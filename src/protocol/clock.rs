@@ -48,6 +48,12 @@ impl LamportClock {
         self.0 = self.0.max(seen).saturating_add(1);
         Ok(self.0)
     }
+
+    /// The first version's merge, kept only to show the simulator catches it
+    /// (`Mutations::wrapping_clock`).
+    pub(crate) fn merge_wrapping(&mut self, seen: u64) {
+        self.0 = self.0.max(seen).wrapping_add(1);
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ pub struct Mutations {
     pub local_active_sets: bool,
     /// Count replies however late they arrive (the grant lease switched off).
     pub ignore_grant_lease: bool,
+    /// Merge clocks as the first version did, `max(seen) + 1` wrapping and
+    /// with no bound on how far ahead a received clock may be.
+    pub wrapping_clock: bool,
 }
 
 /// Without the `sim` feature: nothing to switch on.
@@ -41,6 +44,9 @@ impl Mutations {
     pub(crate) fn ignore_grant_lease(self) -> bool {
         self.ignore_grant_lease
     }
+    pub(crate) fn wrapping_clock(self) -> bool {
+        self.wrapping_clock
+    }
 }
 
 #[cfg(not(feature = "sim"))]
@@ -55,6 +61,9 @@ impl Mutations {
         false
     }
     pub(crate) fn ignore_grant_lease(self) -> bool {
+        false
+    }
+    pub(crate) fn wrapping_clock(self) -> bool {
         false
     }
 }

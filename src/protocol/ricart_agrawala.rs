@@ -520,6 +520,7 @@ mod tests {
         skip_epoch_check: false,
         local_active_sets: false,
         ignore_grant_lease: false,
+        wrapping_clock: false,
     };
     const T0: Duration = Duration::ZERO;
     const LEASE: Option<Duration> = Some(Duration::from_millis(900));

@@ -4,6 +4,7 @@
 //! Test code: compiled only with the `sim` cargo feature, which `cargo test`
 //! turns on and a release build leaves out.
 
+pub mod hostile;
 pub mod network;
 pub mod oracle;
 pub mod world;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use super::hostile::Hostility;
 use super::network::NetConfig;
 use super::world::{Action, Client, Report, SimConfig, World};
 use crate::protocol::lock::LockName;
@@ -20,6 +21,9 @@ pub enum Mix {
     /// Every fault kind, and bit flips in a share of the datagrams, as a
     /// damaged network or a hostile peer without the key would send them.
     Corrupted,
+    /// Every fault kind, and a hostile peer (`sim::hostile`) sending until
+    /// the faults end.
+    Hostile(Hostility),
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +94,9 @@ pub fn random(seed: u64, mix: Mix) -> Schedule {
     if mix == Mix::Corrupted {
         config.net.corrupt = rng.random_range(0.01..0.1);
     }
+    if let Mix::Hostile(kind) = mix {
+        config.hostile = Some(kind);
+    }
     // Every other schedule gives each process a data directory that survives
     // its crashes (drawn from the seed, not the generator, so the rest of each
     // schedule stays what it was).
@@ -157,7 +164,7 @@ pub fn random(seed: u64, mix: Mix) -> Schedule {
         let at = between(&mut rng, faults_start, faults_end - ms(500));
         let slot = rng.random_range(0..slots);
         let kind = match mix {
-            Mix::Everything | Mix::Corrupted => rng.random_range(0..6),
+            Mix::Everything | Mix::Corrupted | Mix::Hostile(_) => rng.random_range(0..6),
             // At least one partition, then partitions and pauses.
             Mix::Partitions if fault == 0 => 3,
             Mix::Partitions => [3, 3, 4][rng.random_range(0..3)],

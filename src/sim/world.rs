@@ -13,6 +13,7 @@ use std::time::Duration;
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+use super::hostile::{Attack, Hostile, Hostility};
 use super::network::{Fate, NetConfig, Network, StreamKey};
 use super::oracle::{Oracle, Stats};
 use crate::agenda::Agenda;
@@ -109,6 +110,9 @@ pub struct SimConfig {
     /// Every process has a data directory that survives its crashes and
     /// restarts (`--data-dir`): what it last persisted, it starts from.
     pub durable: bool,
+    /// A hostile peer taps the network and attacks until `faults_end`
+    /// (`sim::hostile`); an insider is the last slot's process.
+    pub hostile: Option<Hostility>,
 }
 
 impl SimConfig {
@@ -125,6 +129,7 @@ impl SimConfig {
             trace: false,
             trace_datagrams: false,
             durable: false,
+            hostile: None,
         }
     }
 }
@@ -157,6 +162,8 @@ enum Happening {
         watcher: ProcessId,
         target: ProcessId,
     },
+    /// The hostile peer sends what it sends.
+    Attack,
     /// A client gives its ticket back (or goes away).
     Release {
         slot: usize,
@@ -204,6 +211,13 @@ pub struct Report {
     pub trace: Vec<String>,
     /// Every node event with its time, when tracing.
     pub events: Vec<(Duration, ProcessId, Event)>,
+    /// Datagrams and messages the hostile peer sent, and how many of its
+    /// messages the wire format refused before a node saw them.
+    pub hostile_sent: u64,
+    pub hostile_refused_at_wire: u64,
+    /// The highest Lamport clock any process reached (tracked with a hostile
+    /// peer only).
+    pub highest_clock: u64,
 }
 
 impl Report {
@@ -236,6 +250,12 @@ pub struct World {
     proposed: BTreeMap<ProcessId, Vec<ProcessId>>,
     /// The processes each process keeps a connection to (its shell would).
     watching: BTreeMap<ProcessId, Vec<ProcessId>>,
+    hostile: Option<Hostile>,
+    /// The hostile peer's own draws, so schedules without one replay as before.
+    hostile_rng: SmallRng,
+    hostile_refused_at_wire: u64,
+    /// Each process's Lamport clock after its last input: it must never go back.
+    clocks: BTreeMap<ProcessId, u64>,
 }
 
 pub fn slot_addr(slot: usize) -> SocketAddr {
@@ -249,10 +269,23 @@ fn slot_of(addr: SocketAddr) -> Option<usize> {
 impl World {
     pub fn new(config: SimConfig) -> Self {
         let slots = (0..config.slots).map(|_| Slot::default()).collect();
+        let hostile = config.hostile.map(|kind| {
+            // The insider is the last slot's process; the outsider has an
+            // address of its own.
+            let slot = match kind {
+                Hostility::Insider => config.slots.saturating_sub(1),
+                Hostility::Outsider => config.slots,
+            };
+            Hostile::new(kind, slot_addr(slot))
+        });
+        let mut queue = Agenda::default();
+        if hostile.is_some() {
+            queue.push(Duration::from_millis(500), Happening::Attack);
+        }
         Self {
             rng: SmallRng::seed_from_u64(config.seed),
             now: Duration::ZERO,
-            queue: Agenda::default(),
+            queue,
             slots,
             net: Network::default(),
             oracle: Oracle::default(),
@@ -267,6 +300,10 @@ impl World {
             leavers: BTreeSet::new(),
             proposed: BTreeMap::new(),
             watching: BTreeMap::new(),
+            hostile,
+            hostile_rng: SmallRng::seed_from_u64(config.seed ^ 0x0005_EED0_FBAD_1DEA),
+            hostile_refused_at_wire: 0,
+            clocks: BTreeMap::new(),
             config,
         }
     }
@@ -354,6 +391,7 @@ impl World {
             Happening::Resume { slot } => self.resume(slot),
             Happening::Reconnect { key } => self.reconnect(key),
             Happening::DeathCheck { watcher, target } => self.death_check(watcher, target),
+            Happening::Attack => self.attack(),
             Happening::Release {
                 slot,
                 process,
@@ -426,6 +464,10 @@ impl World {
         let Some(process) = self.process_of(slot) else {
             return;
         };
+        // The insider's own clients are not the honest nodes' to protect.
+        if self.insider_slot() == Some(slot) {
+            return;
+        }
         let state = &mut self.slots[slot];
         state.next_ticket += 1;
         let ticket = state.next_ticket;
@@ -492,7 +534,88 @@ impl World {
             return;
         };
         node.handle(self.now, input);
+        if self.hostile.is_some() {
+            let (me, clock) = (node.me(), node.clock());
+            let before = self.clocks.insert(me, clock).unwrap_or(0);
+            if clock < before {
+                self.oracle.violations.push(format!(
+                    "clock of {me} went back from {before} to {clock} at {:?}",
+                    self.now
+                ));
+            }
+        }
         self.collect(slot);
+    }
+
+    fn insider_slot(&self) -> Option<usize> {
+        self.hostile
+            .as_ref()
+            .filter(|h| h.kind == Hostility::Insider)
+            .and_then(|h| slot_of(h.addr))
+    }
+
+    /// The hostile peer's turn: what it sends arrives after a network delay
+    /// (its datagrams from anywhere, so cuts do not stop them; the insider's
+    /// messages on its own streams, so they do).
+    fn attack(&mut self) {
+        let insider_slot = self.insider_slot();
+        let insider = insider_slot.and_then(|s| self.process_of(s));
+        let targets: Vec<ProcessId> = (0..self.slots.len())
+            .filter(|s| Some(*s) != insider_slot)
+            .filter_map(|s| self.process_of(s))
+            .collect();
+        let Some(hostile) = self.hostile.as_mut() else {
+            return;
+        };
+        let attacks = hostile.attack(&mut self.hostile_rng, &targets, insider);
+        for attack in attacks {
+            let at = self.now + self.net.delay(&self.config.net, &mut self.hostile_rng);
+            match attack {
+                Attack::Datagram { from, to, data } => {
+                    if self.config.trace_datagrams {
+                        self.trace.push(format!(
+                            "{:>10.3}s hostile: datagram to {to} as from {from}, {} bytes, arrives {at:?}",
+                            self.now.as_secs_f64(),
+                            data.len()
+                        ));
+                    }
+                    if let Some(slot) = slot_of(to) {
+                        let input = Input::Datagram { from, data };
+                        self.push(
+                            at,
+                            Happening::Input {
+                                slot,
+                                process: None,
+                                input,
+                            },
+                        );
+                    }
+                }
+                Attack::Message(envelope) => match crate::wire::roundtrip(&envelope) {
+                    Ok(envelope) => {
+                        if self.net.is_blocked(envelope.from.addr, envelope.to.addr) {
+                            continue;
+                        }
+                        if let Some(slot) = slot_of(envelope.to.addr) {
+                            let input = Input::Message(envelope);
+                            self.push(
+                                at,
+                                Happening::Input {
+                                    slot,
+                                    process: None,
+                                    input,
+                                },
+                            );
+                        }
+                    }
+                    Err(_) => self.hostile_refused_at_wire += 1,
+                },
+            }
+        }
+        if self.now < self.config.faults_end {
+            let pause = Duration::from_millis(self.hostile_rng.random_range(2..=40));
+            self.push(self.now + pause, Happening::Attack);
+        }
     }
 
     fn collect(&mut self, slot: usize) {
@@ -504,6 +627,9 @@ impl World {
         for output in outputs {
             match output {
                 Output::Datagram { to, data } => {
+                    if let Some(hostile) = self.hostile.as_mut() {
+                        hostile.tap_datagram(me.addr, to, &data);
+                    }
                     let arrivals =
                         self.net
                             .datagram(&self.config.net, &mut self.rng, self.now, me.addr, to);
@@ -610,6 +736,9 @@ impl World {
                 return;
             }
         };
+        if let Some(hostile) = self.hostile.as_mut() {
+            hostile.tap_message(&envelope);
+        }
         self.transmit(envelope);
     }
 
@@ -796,6 +925,9 @@ impl World {
         match action {
             Action::Start { slot, seeds } => self.start(slot, seeds),
             Action::Request { slot, count } => {
+                if self.insider_slot() == Some(slot) {
+                    return;
+                }
                 for _ in 0..count {
                     let client = Client {
                         lock: LockName::default_lock(),
@@ -1003,6 +1135,9 @@ impl World {
             trace_hash: self.hasher.finish(),
             trace: self.trace,
             events: self.events,
+            hostile_sent: self.hostile.as_ref().map_or(0, |h| h.sent),
+            hostile_refused_at_wire: self.hostile_refused_at_wire,
+            highest_clock: self.clocks.values().copied().max().unwrap_or(0),
         }
     }
 }
