@@ -39,7 +39,8 @@ impl Node {
     /// process that never ran, and the checksum cannot tell): it counts once a
     /// second datagram names the same process with no other one heard there
     /// in between. A process that runs keeps talking; a damaged identity is
-    /// not repeated, and the real process's next datagram clears it.
+    /// not repeated, and the real process's next datagram clears it. A
+    /// datagram never counts for a process earlier than one heard there.
     pub(super) fn note_datagram_contact(&mut self, from: SocketAddr, data: &[u8]) {
         let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data) else {
             return;
@@ -49,6 +50,16 @@ impl Node {
             return;
         }
         let contact = self.contacts.get(&from).copied().unwrap_or_default();
+        // Only a later process takes an address over (a restart). A datagram
+        // naming an earlier one than we heard from there is a straggler or, in
+        // keyed mode too, a replay: counted, it would make the live process
+        // look unheard and cost it its seat.
+        if contact
+            .heard
+            .is_some_and(|(p, _)| p.incarnation > process.incarnation)
+        {
+            return;
+        }
         let repeated =
             contact.heard.is_some_and(|(p, _)| p == process) || contact.claim == Some(process);
         if repeated {
