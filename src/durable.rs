@@ -2,9 +2,24 @@
 //!
 //! The state is what a restarted node needs so that no fence it, or the cluster
 //! it was in, hands out after a restart is below one handed out before: the
-//! cluster's identity and the last active set this node installed, the highest
-//! epoch it has known, and the highest fence of each lock it has known in that
-//! epoch (fences of earlier epochs are all below `(epoch, 0)` and need no line).
+//! cluster's identity and the last active set this node installed, and the
+//! highest epoch it has known. That is all the restart rule (`node::recovery`)
+//! uses, and the state changes only when the set or that epoch does, not on
+//! every entry.
+//!
+//! Why no lock's fence is kept: within an epoch, the next fence of a lock is
+//! one above the highest sequence the processes of that epoch's set remember,
+//! and every entry of the epoch waits for a reply from each of them (counted
+//! per process, incarnation included). A node that restarts is a new process
+//! (its incarnation is its start time): it is in no set decided before it
+//! started, so nothing it remembers, or forgets, enters an old epoch's
+//! sequence, and it is seated only by a new set, whose epoch starts above every
+//! fence of the earlier ones. And when the whole cluster restarts, it starts
+//! again at an epoch above every epoch its members report, so above every fence
+//! (README, "Why the new fences are above the old ones"). Files written before
+//! this hold each lock's highest fence of their epoch; they still load (the
+//! fences are checked, then dropped), and files written now carry an empty
+//! list, which those versions read too.
 //!
 //! Pure: encoding and checking only. The node hands the state out as
 //! `Output::Persist`; the shell (`runtime::data_dir`) writes it with fsync
@@ -26,10 +41,10 @@ use crate::protocol::lock::{Fence, LockName, MAX_FENCE_EPOCH};
 /// The first word of the file, and the format version after it.
 const MAGIC: &str = "ra-state";
 pub const VERSION: u32 = 1;
-/// A state file larger than this is refused unread (a million lock names of
-/// 200 bytes fit well below it).
+/// A state file larger than this is refused unread (a file of an earlier
+/// version, with a million lock names of 200 bytes, fits well below it).
 pub const MAX_FILE_BYTES: u64 = 256 << 20;
-/// Most locks a state file may list.
+/// Most locks a state file of an earlier version may list.
 pub const MAX_FENCES: usize = 1 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,8 +58,6 @@ pub struct DurableState {
     /// The highest epoch this node has known: the set's, or a fence's learned
     /// through a member while this node was a spectator.
     pub epoch: u64,
-    /// The highest fence of each lock known in `epoch`.
-    pub fences: BTreeMap<LockName, Fence>,
 }
 
 /// The body of the file, as JSON.
@@ -57,18 +70,18 @@ struct Stored {
     max_active: u32,
     members: Vec<ProcessId>,
     epoch: u64,
-    /// Lock name to fencing token (`epoch << 40 | seq`).
+    /// Lock name to fencing token (`epoch << 40 | seq`): written empty since
+    /// fences are no longer kept, read from files of earlier versions.
     fences: BTreeMap<LockName, u64>,
 }
 
 impl DurableState {
-    /// The state after installing `set`, keeping what is still above it.
+    /// The state after installing `set`.
     pub fn new(node: SocketAddr, set: ActiveSet) -> Self {
         Self {
             node,
             epoch: set.epoch,
             set,
-            fences: BTreeMap::new(),
         }
     }
 
@@ -82,31 +95,17 @@ impl DurableState {
         true
     }
 
-    /// Note a fence handed to a client of this node; true if the state changed.
-    pub fn note_fence(&mut self, lock: &LockName, fence: Fence) -> bool {
-        if fence.epoch < self.epoch {
-            return false;
-        }
-        self.raise_epoch(fence.epoch);
-        match self.fences.get_mut(lock) {
-            Some(known) if *known >= fence => false,
-            Some(known) => {
-                *known = fence;
-                true
-            }
-            None => {
-                self.fences.insert(lock.clone(), fence);
-                true
-            }
-        }
+    /// Note a fence handed to a client of this node (a spectator learns epochs
+    /// that way too); true if it raised the highest epoch known. Its sequence
+    /// is not kept (see the module's comment).
+    pub fn note_fence(&mut self, fence: Fence) -> bool {
+        self.raise_epoch(fence.epoch)
     }
 
-    fn raise_epoch(&mut self, epoch: u64) {
-        if epoch > self.epoch {
-            self.epoch = epoch;
-            // Every fence of an earlier epoch is below any of this one.
-            self.fences.retain(|_, f| f.epoch >= epoch);
-        }
+    fn raise_epoch(&mut self, epoch: u64) -> bool {
+        let raised = epoch > self.epoch;
+        self.epoch = self.epoch.max(epoch);
+        raised
     }
 
     /// The file's bytes: a header line with the version, the body's length and
@@ -119,11 +118,7 @@ impl DurableState {
             max_active: self.set.max_active,
             members: self.set.members.clone(),
             epoch: self.epoch,
-            fences: self
-                .fences
-                .iter()
-                .filter_map(|(name, fence)| Some((name.clone(), fence.token()?)))
-                .collect(),
+            fences: BTreeMap::new(),
         };
         // Serializing plain data to a Vec cannot fail.
         let body = serde_json::to_vec(&stored).unwrap_or_default();
@@ -199,7 +194,7 @@ impl DurableState {
         if stored.fences.len() > MAX_FENCES {
             return Err(format!("it lists more than {MAX_FENCES} locks"));
         }
-        let mut fences = BTreeMap::new();
+        // An earlier version's fences: checked like the rest, then dropped.
         for (name, token) in stored.fences {
             let fence = Fence::from_token(token);
             if fence.epoch != stored.epoch || fence.seq == 0 {
@@ -208,13 +203,11 @@ impl DurableState {
                     stored.epoch
                 ));
             }
-            fences.insert(name, fence);
         }
         Ok(Self {
             node: stored.node,
             set,
             epoch: stored.epoch,
-            fences,
         })
     }
 }
@@ -237,27 +230,63 @@ mod tests {
                 members: vec![pid(1), pid(2), pid(3)],
             },
         );
-        let lock = LockName::new("jobs").expect("name");
-        assert!(s.note_fence(&lock, Fence { epoch: 4, seq: 9 }));
-        assert!(!s.note_fence(&lock, Fence { epoch: 4, seq: 3 }), "lower");
-        assert!(!s.note_fence(&lock, Fence { epoch: 3, seq: 99 }), "older");
+        // Through a member, while a spectator: a newer epoch than its set's.
+        assert!(s.note_fence(Fence { epoch: 6, seq: 1 }));
         s
+    }
+
+    /// A file's bytes around `body`, as `encode` seals them.
+    fn reseal(body: &str) -> Vec<u8> {
+        let mut header = format!("{MAGIC} {VERSION} {} ", body.len());
+        for byte in Sha256::digest(body.as_bytes()) {
+            let _ = write!(header, "{byte:02x}");
+        }
+        format!("{header}\n{body}\n").into_bytes()
     }
 
     #[test]
     fn a_state_reads_back_as_written() {
         let s = state();
+        assert_eq!(s.epoch, 6);
         assert_eq!(DurableState::decode(&s.encode()), Ok(s));
     }
 
+    /// An entry writes nothing: only a new set, or a fence of a newer epoch
+    /// than any known, changes what is kept.
     #[test]
-    fn a_newer_epoch_drops_the_fences_below_it() {
+    fn only_a_new_set_or_a_newer_epoch_changes_the_state() {
         let mut s = state();
+        let before = s.clone();
+        for seq in 1..100 {
+            assert!(!s.note_fence(Fence { epoch: 6, seq }), "an entry");
+            assert!(!s.note_fence(Fence { epoch: 3, seq }), "an older epoch");
+        }
+        assert_eq!(s, before);
         let next = s.set.successor(vec![pid(1), pid(2)]).expect("room");
         assert!(s.note_set(&next));
-        assert_eq!(s.epoch, 5);
-        assert!(s.fences.is_empty());
+        assert_eq!(s.epoch, 6, "a set below the epoch known keeps it");
         assert!(!s.note_set(&next), "the same set again changes nothing");
+        assert!(s.note_fence(Fence { epoch: 7, seq: 3 }));
+        assert_eq!(s.epoch, 7);
+    }
+
+    /// Files of earlier versions list each lock's highest fence: they still
+    /// load (checked, then dropped), and what is written now lists none, which
+    /// those versions read too.
+    #[test]
+    fn a_file_with_fences_from_an_earlier_version_still_loads() {
+        let members = r#"["127.0.0.1:1~10","127.0.0.1:2~10"]"#;
+        let old = format!(
+            r#"{{"node":"127.0.0.1:1","cluster":"127.0.0.1:1~10","set_epoch":2,"max_active":3,"members":{members},"epoch":3,"fences":{{"jobs":{},"backup":{}}}}}"#,
+            (3u64 << 40) | 41,
+            (3u64 << 40) | 7
+        );
+        let s = DurableState::decode(&reseal(&old)).expect("an earlier version's file");
+        assert_eq!((s.set.epoch, s.epoch), (2, 3));
+        assert_eq!(s.set.members.len(), 2);
+        let written = String::from_utf8(s.encode()).expect("text");
+        assert!(written.contains(r#""fences":{}"#), "{written}");
+        assert_eq!(DurableState::decode(written.as_bytes()), Ok(s));
     }
 
     #[test]
@@ -289,13 +318,6 @@ mod tests {
     /// hand, or by a bug) is refused like a bad message.
     #[test]
     fn numbers_are_bounded_like_wire_input() {
-        let reseal = |body: &str| {
-            let mut header = format!("{MAGIC} {VERSION} {} ", body.len());
-            for byte in Sha256::digest(body.as_bytes()) {
-                let _ = write!(header, "{byte:02x}");
-            }
-            format!("{header}\n{body}\n").into_bytes()
-        };
         let members = r#"["127.0.0.1:1~10"]"#;
         let bad = [
             // An epoch no fence can carry.

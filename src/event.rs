@@ -279,7 +279,6 @@ pub enum Event {
         cluster: ProcessId,
         epoch: u64,
         members: Vec<ProcessId>,
-        locks: usize,
     },
     /// Still in no cluster after a restart from the data directory: waiting
     /// for a running member, or for every member of the last set to restart.

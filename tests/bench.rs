@@ -40,6 +40,15 @@ const MEMBERSHIP: &[&str] = &[
     "crash_detect_max_ms",
 ];
 
+/// Keys with a number unless --skip-data-dir, then null.
+const DATA_DIR: &[&str] = &[
+    "data_dir_acquire_p50_us",
+    "data_dir_acquire_p99_us",
+    "data_dir_acquire_ratio",
+    "data_dir_throughput_cs_per_s",
+    "data_dir_throughput_ratio",
+];
+
 /// Run `ra` with `args`, killing it after `limit`.
 fn ra(args: &[&str], limit: Duration) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ra"))
@@ -103,7 +112,7 @@ fn number(row: &Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} is not a number in {row}"))
 }
 
-fn check_row(row: &Value, membership: bool, names_memory: bool) {
+fn check_row(row: &Value, membership: bool, names_memory: bool, data_dir: bool) {
     for key in FIGURES {
         let value = number(row, key);
         assert!(
@@ -139,6 +148,17 @@ fn check_row(row: &Value, membership: bool, names_memory: bool) {
             );
         }
     }
+    for key in DATA_DIR {
+        if data_dir {
+            let value = number(row, key);
+            assert!(value > 0.0, "{key} = {value} in {row}");
+        } else {
+            assert!(
+                row.get(key).is_some_and(Value::is_null),
+                "{key} should be null when skipped: {row}"
+            );
+        }
+    }
     for key in MEMBERSHIP {
         if membership {
             let value = number(row, key);
@@ -164,7 +184,7 @@ fn bench_prints_every_figure_as_json() {
         "--idle-names",
         "300",
     ]);
-    check_row(&row, true, true);
+    check_row(&row, true, true, true);
     assert_eq!(number(&row, "idle_names"), 300.0);
     assert_eq!(number(&row, "nodes"), 3.0);
     assert!(number(&row, "join_max_ms") >= number(&row, "join_ms"));
@@ -179,6 +199,7 @@ fn bench_sweeps_every_size() {
         "--entries",
         "30",
         "--skip-membership",
+        "--skip-data-dir",
         "--idle-seconds",
         "0.2",
         "--idle-names",
@@ -190,7 +211,7 @@ fn bench_sweeps_every_size() {
     let sizes: Vec<f64> = rows.iter().map(|row| number(row, "nodes")).collect();
     assert_eq!(sizes, vec![2.0, 3.0, 4.0, 5.0]);
     for row in rows {
-        check_row(row, false, false);
+        check_row(row, false, false, false);
     }
 }
 

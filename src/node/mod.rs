@@ -455,7 +455,6 @@ impl Node {
                 cluster: restored.set.cluster,
                 epoch: restored.epoch,
                 members: restored.set.members.clone(),
-                locks: restored.fences.len(),
             };
             node.emit(event);
         }

@@ -1,10 +1,12 @@
 //! Durable state (`--data-dir`): what the node asks the shell to persist, and
 //! how a node restarted from its data directory gets back into a cluster.
 //!
-//! Persist before send: at the end of every input, if the active set or a
-//! fence handed to a client changed what is kept, an `Output::Persist` is put
+//! Persist before send: at the end of every input, if the active set or the
+//! highest epoch known changed what is kept, an `Output::Persist` is put
 //! *before* every other output of that input, so the shell writes (and fsyncs)
-//! it before any message, grant or datagram that may depend on it leaves.
+//! it before any message, grant or datagram that may depend on it leaves. An
+//! entry under an epoch already kept writes nothing: no lock's fence is kept
+//! (`crate::durable` says why that is safe).
 //!
 //! The rule for a restarted node (README, "Durability"): it never founds a
 //! cluster alone. It announces itself to the members of the last set it
@@ -302,8 +304,8 @@ impl Node {
         }
         if let Some(state) = &mut d.state {
             for output in &self.out[first.min(self.out.len())..] {
-                if let Output::Granted { lock, fence, .. } = output {
-                    changed |= state.note_fence(lock, *fence);
+                if let Output::Granted { fence, .. } = output {
+                    changed |= state.note_fence(*fence);
                 }
             }
         }
@@ -348,15 +350,9 @@ mod tests {
         batches
     }
 
-    fn is_sent(output: &Output) -> bool {
-        matches!(
-            output,
-            Output::Message(_) | Output::Datagram { .. } | Output::Granted { .. }
-        )
-    }
-
     /// The write comes first in the outputs of the input that caused it:
-    /// nothing the shell sends or grants can overtake it.
+    /// nothing the shell sends or grants can overtake it. An entry under the
+    /// epoch already written writes nothing.
     #[test]
     fn persist_comes_before_everything_it_allows() {
         let me = pid(7000, 100);
@@ -369,30 +365,39 @@ mod tests {
         assert!(
             matches!(founding[0], Output::Persist(ref s) if s.epoch == 1 && s.set.cluster == me)
         );
-        let now = Duration::from_secs(6);
         let lock = LockName::new("jobs").expect("name");
-        n.handle(
-            now,
-            Input::Acquire {
-                lock: lock.clone(),
-                ticket: 1,
-                try_only: false,
-            },
-        );
-        let out: Vec<Output> = n.drain_outputs().collect();
-        let persist = out
-            .iter()
-            .position(|o| matches!(o, Output::Persist(s) if s.fences.get(&lock).is_some_and(|f| f.seq == 1)))
-            .expect("the fence is persisted");
-        let granted = out
-            .iter()
-            .position(|o| matches!(o, Output::Granted { .. }))
-            .expect("granted");
-        assert!(persist < granted);
-        assert!(out[..persist].iter().all(|o| !is_sent(o)), "{out:?}");
-        // Nothing changed: nothing more to write.
-        n.handle(now, Input::Release { lock, ticket: 1 });
-        assert!(!n.drain_outputs().any(|o| matches!(o, Output::Persist(_))));
+        for (ticket, secs) in [(1, 6), (2, 7)] {
+            let now = Duration::from_secs(secs);
+            n.handle(
+                now,
+                Input::Acquire {
+                    lock: lock.clone(),
+                    ticket,
+                    try_only: false,
+                },
+            );
+            let out: Vec<Output> = n.drain_outputs().collect();
+            let fence = out
+                .iter()
+                .find_map(|o| match o {
+                    Output::Granted { fence, .. } => Some(*fence),
+                    _ => None,
+                })
+                .expect("granted");
+            assert_eq!((fence.epoch, fence.seq), (1, ticket));
+            assert!(
+                !out.iter().any(|o| matches!(o, Output::Persist(_))),
+                "an entry of the epoch kept wrote: {out:?}"
+            );
+            n.handle(
+                now,
+                Input::Release {
+                    lock: lock.clone(),
+                    ticket,
+                },
+            );
+            assert!(!n.drain_outputs().any(|o| matches!(o, Output::Persist(_))));
+        }
         // Without a data directory, nothing is ever persisted.
         let mut plain = node(pid(7001, 100), Durability::Off);
         let batches = tick_until(&mut plain, Duration::from_secs(5));
@@ -412,10 +417,7 @@ mod tests {
             max_active: 3,
             members,
         };
-        let mut state = DurableState::new(set.members[0].addr, set);
-        let lock = LockName::new("jobs").expect("name");
-        state.note_fence(&lock, Fence { epoch, seq: 41 });
-        state
+        DurableState::new(set.members[0].addr, set)
     }
 
     fn recovering_from(from: ProcessId, last: ActiveSet, epoch: u64) -> Input {

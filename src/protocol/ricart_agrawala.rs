@@ -205,11 +205,6 @@ impl RicartAgrawala {
         }
     }
 
-    /// Raise the known fence (a floor restored from disk).
-    pub fn raise_fence(&mut self, fence: Fence) {
-        self.fence_seen = self.fence_seen.max(fence);
-    }
-
     /// Send a new request `id` under `set`, stamped `timestamp` (the caller ticks
     /// its clock first, so the stamp is later than everything this process
     /// granted).

@@ -594,9 +594,8 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             cluster,
             epoch,
             members,
-            locks,
         } => format!(
-            "restored from the data directory: the cluster founded by {}, epoch {epoch}, last active set {}, fences of {locks} lock(s); rejoining it (this node never founds a cluster alone)",
+            "restored from the data directory: the cluster founded by {}, epoch {epoch}, last active set {}; rejoining it (this node never founds a cluster alone)",
             p(cluster),
             l(members)
         ),

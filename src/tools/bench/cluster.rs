@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -74,6 +74,11 @@ pub struct Cluster {
     /// Where its nodes put their API sockets (`n.sock` for the n-th); none
     /// serve the API without it.
     pub api_dir: Option<std::path::PathBuf>,
+    /// Where its nodes keep their data directories (`n` for the n-th started),
+    /// as `--data-dir` does; none keep state without it.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Nodes started so far: names each node's data directory once.
+    started: AtomicUsize,
 }
 
 impl Default for Cluster {
@@ -97,6 +102,8 @@ impl Cluster {
             settings,
             cs_file: None,
             api_dir: None,
+            data_dir: None,
+            started: AtomicUsize::new(0),
         }
     }
 
@@ -104,6 +111,7 @@ impl Cluster {
     pub async fn spawn(&self, join: &[SocketAddr]) -> Result<Member> {
         // Port 0: the node binds a port free for UDP and TCP, and says which.
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let nth = self.started.fetch_add(1, Ordering::Relaxed);
         let config = NodeConfig {
             bind: addr,
             advertise: addr,
@@ -111,7 +119,7 @@ impl Cluster {
             settings: self.settings.clone(),
             console_hold: Duration::ZERO,
             cs_file: self.cs_file.clone(),
-            data_dir: None,
+            data_dir: self.data_dir.as_ref().map(|d| d.join(nth.to_string())),
             log_format: LogFormat::Text,
             log_level: LogLevel::Info,
             requests: 0,

@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Skip the membership timings (join, leave, crash detection).
     #[arg(long)]
     pub skip_membership: bool,
+    /// Skip the runs on a cluster whose nodes keep a data directory (made
+    /// under TMPDIR, so the disk there is the one measured).
+    #[arg(long)]
+    pub skip_data_dir: bool,
     /// Lock names a separate node is made to know for the memory figure (0
     /// skips it).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
@@ -141,6 +145,21 @@ fn measure_size(runtime: &tokio::runtime::Runtime, args: &BenchArgs, nodes: usiz
             result
         })?;
     }
+    if !args.skip_data_dir {
+        // The same runs with `--data-dir` on every node, on fresh directories.
+        let data_dir = tempfile::Builder::new()
+            .prefix("ra-bench-data-")
+            .tempdir()
+            .context("cannot make a directory for the data directories")?;
+        row.data_dir_base = Some(data_dir.path().display().to_string());
+        runtime.block_on(async {
+            let mut cluster = Cluster::new();
+            cluster.data_dir = Some(data_dir.path().to_path_buf());
+            let result = measure_data_dir(&mut cluster, args, &mut row).await;
+            cluster.shutdown().await;
+            result
+        })?;
+    }
     let (rss_kb, cpu, resolution) = footprint(nodes, args.idle_seconds)?;
     row.cpu_resolution_percent = resolution;
     row.rss_kb = rss_kb;
@@ -153,6 +172,27 @@ fn measure_size(runtime: &tokio::runtime::Runtime, args: &BenchArgs, nodes: usiz
         );
     }
     Ok(row)
+}
+
+/// Uncontended latency and contended throughput, as in [`measure_in_process`],
+/// on a cluster whose nodes keep a data directory.
+async fn measure_data_dir(cluster: &mut Cluster, args: &BenchArgs, row: &mut Row) -> Result<()> {
+    let active = cluster
+        .form(row.nodes)
+        .await
+        .context("forming a cluster with data directories")?;
+    let timed = u64::from(args.entries);
+    row.data_dir_acquire = cluster
+        .acquire_latency(active[0], row.warmup, timed)
+        .await
+        .context("timing acquires with a data directory")?;
+    let everyone: Vec<usize> = (0..row.nodes).collect();
+    let contention = cluster
+        .contention(&everyone, row.warmup, timed)
+        .await
+        .context("contending with data directories")?;
+    row.data_dir_throughput = Some(contention.throughput);
+    Ok(())
 }
 
 async fn measure_in_process(cluster: &mut Cluster, args: &BenchArgs, row: &mut Row) -> Result<()> {

@@ -58,6 +58,11 @@ pub struct Row {
     /// its resident memory (kB) before and after.
     pub idle_names: usize,
     pub names_rss_kb: Option<(f64, f64)>,
+    /// The latency and contention runs again on a cluster whose nodes keep a
+    /// data directory (empty and None: skipped), and where it was.
+    pub data_dir_acquire: Vec<f64>,
+    pub data_dir_throughput: Option<f64>,
+    pub data_dir_base: Option<String>,
 }
 
 /// The most an acquire and release through the API socket may take (p50).
@@ -119,6 +124,52 @@ impl Row {
                 .value(self.throughput)
                 .goal(Goal::AtLeast(5000.0))
                 .column("cs/s"),
+            Metric::new(
+                "data_dir_acquire_p50_us",
+                "acquire latency p50, with --data-dir",
+                "µs",
+                1,
+            )
+            .maybe(self.data_dir_p50())
+            .column("dir p50 µs"),
+            Metric::new(
+                "data_dir_acquire_p99_us",
+                "acquire latency p99, with --data-dir",
+                "µs",
+                1,
+            )
+            .maybe(
+                (!self.data_dir_acquire.is_empty())
+                    .then(|| percentile(&self.data_dir_acquire, 99.0)),
+            ),
+            Metric::new(
+                "data_dir_acquire_ratio",
+                "acquire p50 with --data-dir / without",
+                "",
+                2,
+            )
+            .maybe(
+                self.data_dir_p50()
+                    .map(|p50| p50 / percentile(&self.acquire, 50.0).max(1e-9)),
+            ),
+            Metric::new(
+                "data_dir_throughput_cs_per_s",
+                "throughput, with --data-dir",
+                "/s",
+                0,
+            )
+            .maybe(self.data_dir_throughput)
+            .column("dir cs/s"),
+            Metric::new(
+                "data_dir_throughput_ratio",
+                "throughput with --data-dir / without",
+                "",
+                2,
+            )
+            .maybe(
+                self.data_dir_throughput
+                    .map(|t| t / self.throughput.max(1e-9)),
+            ),
             Metric::new("handoff_p50_us", "handoff p50", "µs", 1)
                 .value(percentile(&self.handoff, 50.0))
                 .column("handoff µs"),
@@ -191,6 +242,10 @@ impl Row {
             .column("rss names kB"),
         );
         metrics
+    }
+
+    fn data_dir_p50(&self) -> Option<f64> {
+        (!self.data_dir_acquire.is_empty()).then(|| percentile(&self.data_dir_acquire, 50.0))
     }
 
     fn names_per_second(&self, names: usize) -> Option<f64> {
@@ -402,6 +457,12 @@ pub fn table(row: &Row, args: &BenchArgs) -> String {
         args.entries,
         row.warmup
     ));
+    match &row.data_dir_base {
+        Some(base) => out.push_str(&format!(
+            "  --data-dir: the latency and contention runs again on a second cluster, each node with a data directory under {base} (fsync per write)\n"
+        )),
+        None => out.push_str("  --data-dir: skipped (--skip-data-dir)\n"),
+    }
     if args.skip_membership {
         out.push_str("  membership: skipped (--skip-membership)\n");
     } else {
