@@ -137,37 +137,22 @@ fn check_row(row: &Value, membership: bool, names_memory: bool, data_dir: bool) 
         number(row, "nodes") - active,
         "{row}"
     );
-    for key in NAMES_MEMORY {
-        if names_memory {
-            let value = number(row, key);
-            assert!(value > 0.0, "{key} = {value} in {row}");
-        } else {
-            assert!(
-                row.get(key).is_some_and(Value::is_null),
-                "{key} should be null when skipped: {row}"
-            );
-        }
-    }
-    for key in DATA_DIR {
-        if data_dir {
-            let value = number(row, key);
-            assert!(value > 0.0, "{key} = {value} in {row}");
-        } else {
-            assert!(
-                row.get(key).is_some_and(Value::is_null),
-                "{key} should be null when skipped: {row}"
-            );
-        }
-    }
-    for key in MEMBERSHIP {
-        if membership {
-            let value = number(row, key);
-            assert!(value > 0.0, "{key} = {value} in {row}");
-        } else {
-            assert!(
-                row.get(key).is_some_and(Value::is_null),
-                "{key} should be null when skipped: {row}"
-            );
+    let skippable = [
+        (NAMES_MEMORY, names_memory),
+        (DATA_DIR, data_dir),
+        (MEMBERSHIP, membership),
+    ];
+    for (keys, measured) in skippable {
+        for key in keys {
+            if measured {
+                let value = number(row, key);
+                assert!(value > 0.0, "{key} = {value} in {row}");
+            } else {
+                assert!(
+                    row.get(key).is_some_and(Value::is_null),
+                    "{key} should be null when skipped: {row}"
+                );
+            }
         }
     }
 }

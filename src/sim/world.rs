@@ -547,6 +547,23 @@ impl World {
         self.collect(slot);
     }
 
+    /// With `trace_datagrams`: a datagram `sender` sent, as from `from`.
+    fn trace_datagram(
+        &mut self,
+        sender: &str,
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: usize,
+        arrivals: &[Duration],
+    ) {
+        if self.config.trace_datagrams {
+            self.trace.push(format!(
+                "{:>10.3}s {sender}: datagram to {to} as from {from}, {bytes} bytes, arrives {arrivals:?}",
+                self.now.as_secs_f64(),
+            ));
+        }
+    }
+
     fn insider_slot(&self) -> Option<usize> {
         self.hostile
             .as_ref()
@@ -572,13 +589,7 @@ impl World {
             let at = self.now + self.net.delay(&self.config.net, &mut self.hostile_rng);
             match attack {
                 Attack::Datagram { from, to, data } => {
-                    if self.config.trace_datagrams {
-                        self.trace.push(format!(
-                            "{:>10.3}s hostile: datagram to {to} as from {from}, {} bytes, arrives {at:?}",
-                            self.now.as_secs_f64(),
-                            data.len()
-                        ));
-                    }
+                    self.trace_datagram("hostile", from, to, data.len(), &[at]);
                     if let Some(slot) = slot_of(to) {
                         let input = Input::Datagram { from, data };
                         self.push(
@@ -633,13 +644,7 @@ impl World {
                     let arrivals =
                         self.net
                             .datagram(&self.config.net, &mut self.rng, self.now, me.addr, to);
-                    if self.config.trace_datagrams {
-                        self.trace.push(format!(
-                            "{:>10.3}s {me}: datagram to {to}, {} bytes, arrives {arrivals:?}",
-                            self.now.as_secs_f64(),
-                            data.len()
-                        ));
-                    }
+                    self.trace_datagram(&me.to_string(), me.addr, to, data.len(), &arrivals);
                     if let Some(target) = slot_of(to) {
                         for at in arrivals {
                             let data = Network::damage(&self.config.net, &mut self.rng, &data);
