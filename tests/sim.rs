@@ -633,7 +633,7 @@ fn lying_insider_schedules() {
         .filter(|r| r.violations.iter().any(|v| !is_clock(v)))
         .map(|r| r.seed)
         .collect();
-    let unsafe_runs = summary
+    let unsafe_runs: Vec<u64> = summary
         .reports
         .iter()
         .filter(|r| {
@@ -641,7 +641,8 @@ fn lying_insider_schedules() {
                 .iter()
                 .any(|v| !is_clock(v) && !v.starts_with("tickets still waiting"))
         })
-        .count();
+        .map(|r| r.seed)
+        .collect();
     let sent: u64 = summary.reports.iter().map(|r| r.hostile_sent).sum();
     let refused: u64 = summary
         .reports
@@ -658,13 +659,15 @@ fn lying_insider_schedules() {
     println!(
         "lying_insider_schedules: {} schedules from seed {first} in {:.1?}: {entries} entries, \
          {sent} lies and replays sent ({refused} refused by the wire format), highest clock \
-         2^{:.1}; the insider stalled or broke the lock in {} schedules ({unsafe_runs} unsafe), \
-         for example {:?}",
+         2^{:.1}; the insider stalled or broke the lock in {} schedules, for example {:?}; \
+         {} of them unsafe, for example {:?}",
         summary.reports.len(),
         summary.elapsed,
         (highest.max(1) as f64).log2(),
         hurt.len(),
-        hurt.iter().take(5).collect::<Vec<_>>()
+        hurt.iter().take(5).collect::<Vec<_>>(),
+        unsafe_runs.len(),
+        unsafe_runs.iter().take(5).collect::<Vec<_>>(),
     );
     for report in summary
         .reports

@@ -587,40 +587,32 @@ impl World {
         let attacks = hostile.attack(&mut self.hostile_rng, &targets, insider);
         for attack in attacks {
             let at = self.now + self.net.delay(&self.config.net, &mut self.hostile_rng);
-            match attack {
+            let (to, input) = match attack {
                 Attack::Datagram { from, to, data } => {
                     self.trace_datagram("hostile", from, to, data.len(), &[at]);
-                    if let Some(slot) = slot_of(to) {
-                        let input = Input::Datagram { from, data };
-                        self.push(
-                            at,
-                            Happening::Input {
-                                slot,
-                                process: None,
-                                input,
-                            },
-                        );
-                    }
+                    (to, Input::Datagram { from, data })
                 }
                 Attack::Message(envelope) => match crate::wire::roundtrip(&envelope) {
-                    Ok(envelope) => {
-                        if self.net.is_blocked(envelope.from.addr, envelope.to.addr) {
-                            continue;
-                        }
-                        if let Some(slot) = slot_of(envelope.to.addr) {
-                            let input = Input::Message(envelope);
-                            self.push(
-                                at,
-                                Happening::Input {
-                                    slot,
-                                    process: None,
-                                    input,
-                                },
-                            );
-                        }
+                    Ok(envelope) if self.net.is_blocked(envelope.from.addr, envelope.to.addr) => {
+                        continue;
                     }
-                    Err(_) => self.hostile_refused_at_wire += 1,
+                    Ok(envelope) => (envelope.to.addr, Input::Message(envelope)),
+                    Err(_) => {
+                        self.hostile_refused_at_wire += 1;
+                        continue;
+                    }
                 },
+            };
+            if let Some(slot) = slot_of(to) {
+                let process = None;
+                self.push(
+                    at,
+                    Happening::Input {
+                        slot,
+                        process,
+                        input,
+                    },
+                );
             }
         }
         if self.now < self.config.faults_end {
