@@ -137,6 +137,9 @@ pub enum DropReason {
     ClockTooFarAhead { seen: u64, own: u64 },
     /// An epoch implausibly far ahead of ours, or beyond what fences can carry.
     EpochOutOfRange { seen: u64, own: u64 },
+    /// A Paxos round implausibly far above the highest this node has seen for
+    /// the epoch being decided.
+    RoundOutOfRange { seen: u32, own: u32 },
     /// A request from a process that is not a member of our active set, or made
     /// while we have no seat ourselves.
     NotBothMembers { epoch: u64 },
@@ -531,6 +534,7 @@ impl DropReason {
             DropReason::SentByRestartedProcess => "from a restarted process",
             DropReason::ClockTooFarAhead { .. } => "clock too far ahead",
             DropReason::EpochOutOfRange { .. } => "epoch out of range",
+            DropReason::RoundOutOfRange { .. } => "round out of range",
             DropReason::NotBothMembers { .. } => "not both members",
             DropReason::Malformed { .. } => "malformed",
             DropReason::NodeLeaving => "node leaving",

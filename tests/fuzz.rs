@@ -988,6 +988,70 @@ fn a_forged_far_ahead_epoch_neither_sticks_nor_wedges() {
     );
 }
 
+/// Regression (the simulator's lying insider): one Prepare with a round at
+/// the top of the range, or a ballot naming a proposer that sorts above
+/// everyone, was promised; every honest proposer whose address sorted lower
+/// was then refused for the rest of the epoch, which could never be decided.
+/// Such ballots are refused now, and the honest one after them is promised.
+#[test]
+fn a_forged_top_ballot_does_not_wedge_the_epoch() {
+    let mut a = founded(7000);
+    let cluster = a.active_set().expect("founded").cluster;
+    let set = ActiveSet {
+        cluster,
+        epoch: 5,
+        max_active: 3,
+        members: vec![process(7000), process(7001)],
+    };
+    let mut clock = 0;
+    let mut from_b = |a: &mut Node, body: Body| -> Vec<Output> {
+        clock += 1;
+        a.drain_outputs().for_each(drop);
+        a.handle(
+            Duration::from_secs(6),
+            Input::Message(Envelope {
+                from: process(7001),
+                to: a.me(),
+                clock,
+                body,
+            }),
+        );
+        a.drain_outputs().collect()
+    };
+    from_b(&mut a, Body::Decided { set: set.clone() });
+    assert_eq!(a.active_set(), Some(&set));
+    let prepare = |round: u32, proposer: ProcessId| Body::Prepare {
+        current: set.clone(),
+        ballot: Ballot { round, proposer },
+    };
+    let answer = |out: &[Output]| {
+        out.iter()
+            .find_map(|o| match o {
+                Output::Message(e) if e.to == process(7001) => Some(e.body.kind()),
+                _ => None,
+            })
+            .unwrap_or("none")
+    };
+    let dropped = |out: &[Output], why: &str| {
+        out.iter().any(|o| {
+            matches!(o, Output::Event(ra::event::Event::Dropped { why: w, .. }) if w.kind() == why)
+        })
+    };
+    let out = from_b(&mut a, prepare(MAX_ROUND, process(7001)));
+    assert_eq!(answer(&out), "none", "{out:?}");
+    assert!(dropped(&out, "round out of range"), "{out:?}");
+    let phantom = ProcessId::new(SocketAddr::from(([127, 0, 0, 1], 65535)), u64::MAX);
+    let out = from_b(&mut a, prepare(2, phantom));
+    assert_eq!(answer(&out), "none", "{out:?}");
+    assert!(dropped(&out, "malformed"), "{out:?}");
+    let out = from_b(&mut a, prepare(3, process(7001)));
+    assert_eq!(
+        answer(&out),
+        "promise",
+        "the honest ballot is promised: {out:?}"
+    );
+}
+
 /// Regression: forged leave notices about processes no one knows grew the
 /// node's set of leaving peers (and the gossip handler's) without bound, each
 /// logged as a peer leaving. Only a known process can be leaving now.

@@ -53,7 +53,7 @@ use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::{Fence, LockName};
 use crate::protocol::message::{Body, Envelope, HeldLock};
 use crate::protocol::mutations::Mutations;
-use crate::protocol::paxos::{Acceptor, Proposal};
+use crate::protocol::paxos::{Acceptor, MAX_ROUND_LEAD, Proposal};
 use crate::protocol::ricart_agrawala::{RicartAgrawala, State};
 
 pub use locking::{IncomingRequest, LocalHolder, LockStatus, PendingStatus, TicketProgress};
@@ -857,7 +857,8 @@ impl Node {
     }
 
     /// Numbers from the wire are checked before they move any state: timestamps
-    /// like clocks, and epochs of our own cluster at most a bounded way ahead.
+    /// like clocks, epochs of our own cluster and Paxos rounds at most a
+    /// bounded way ahead.
     fn check_numbers(&self, body: &Body) -> Result<(), DropReason> {
         if let Body::Request { timestamp, .. } = body {
             self.clock.check(*timestamp)?;
@@ -884,9 +885,30 @@ impl Node {
             | Body::ProxyNews { .. } => None,
         };
         let own = self.active_set.as_ref().map_or(0, |s| s.epoch);
-        match epoch {
-            Some(seen) if own > 0 && seen > own.saturating_add(MAX_EPOCH_LEAD) => {
-                Err(DropReason::EpochOutOfRange { seen, own })
+        if let Some(seen) = epoch
+            && own > 0
+            && seen > own.saturating_add(MAX_EPOCH_LEAD)
+        {
+            return Err(DropReason::EpochOutOfRange { seen, own });
+        }
+        let round = match body {
+            Body::Prepare { ballot, .. }
+            | Body::Accept { ballot, .. }
+            | Body::Accepted { ballot, .. } => Some(ballot.round),
+            Body::Promise {
+                ballot, accepted, ..
+            } => Some(
+                ballot
+                    .round
+                    .max(accepted.as_ref().map_or(0, |(b, _)| b.round)),
+            ),
+            Body::Nack { promised, .. } => Some(promised.round),
+            _ => None,
+        };
+        let own = self.highest_round.max(self.acceptor.highest_round_seen());
+        match round {
+            Some(seen) if seen > own.saturating_add(MAX_ROUND_LEAD) => {
+                Err(DropReason::RoundOutOfRange { seen, own })
             }
             _ => Ok(()),
         }

@@ -151,6 +151,9 @@ impl Node {
         let seated = set.contains(&self.me);
         self.set_installed_at = self.now;
         self.acceptor.reset(set.epoch + 1);
+        // Ballots are per instance: the next epoch's rounds start again, so
+        // honest rounds stay small and a round far above them is a forgery.
+        self.highest_round = 0;
         if self
             .proposal
             .as_ref()
@@ -391,8 +394,22 @@ impl Node {
         set.epoch == current.epoch && set.contains(&self.me) && set.contains(&from)
     }
 
+    /// A proposer sends its own ballots: one naming another proposer is
+    /// forged (or damaged), and could outrank every honest ballot.
+    fn ballot_of_sender(&mut self, from: ProcessId, ballot: Ballot) -> bool {
+        if ballot.proposer == from {
+            return true;
+        }
+        let detail = format!("a ballot of {:?}, not of its sender", ballot.proposer);
+        self.drop_message(from, DropReason::Malformed { detail });
+        false
+    }
+
     pub(super) fn on_prepare(&mut self, from: ProcessId, current: ActiveSet, ballot: Ballot) {
-        if ballot.round > MAX_ROUND || !self.acceptor_for(from, &current) {
+        if ballot.round > MAX_ROUND
+            || !self.ballot_of_sender(from, ballot)
+            || !self.acceptor_for(from, &current)
+        {
             return;
         }
         let epoch = current.epoch + 1;
@@ -418,7 +435,10 @@ impl Node {
         members: Vec<ProcessId>,
         carried: bool,
     ) {
-        if ballot.round > MAX_ROUND || !self.acceptor_for(from, &current) {
+        if ballot.round > MAX_ROUND
+            || !self.ballot_of_sender(from, ballot)
+            || !self.acceptor_for(from, &current)
+        {
             return;
         }
         // A live member does not vote itself out on someone else's view (a

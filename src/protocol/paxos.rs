@@ -19,6 +19,13 @@ use super::ids::ProcessId;
 /// up the counter.
 pub const MAX_ROUND: u32 = 1 << 30;
 
+/// How far above the highest round a node has seen for the epoch being
+/// decided a ballot from the wire may be. Rounds start again at 1 for every
+/// epoch and honest proposers outbid by one, so they stay far below this; one
+/// forged ballot at the top of the range would otherwise leave every proposer
+/// whose address sorts lower unable to outbid it, and the epoch undecidable.
+pub const MAX_ROUND_LEAD: u32 = 1 << 16;
+
 /// A Paxos ballot: higher rounds win, the proposer's address breaks ties.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ballot {

@@ -423,6 +423,9 @@ pub fn drop_reason(why: &DropReason) -> String {
         DropReason::EpochOutOfRange { seen, own } => {
             format!("it names epoch {seen}, implausibly far ahead of ours ({own})")
         }
+        DropReason::RoundOutOfRange { seen, own } => format!(
+            "its Paxos round {seen} is implausibly far above the highest seen ({own}); it could use up the rounds"
+        ),
         DropReason::NotBothMembers { epoch } => {
             format!("sender and receiver are not both members of epoch {epoch}")
         }
