@@ -766,32 +766,9 @@ impl Lab {
     /// now: a receiver in `to`, a few datagrams sent from `from`. Both are this
     /// test binary in a helper role ([`probe_main`]).
     pub fn udp_reaches(&self, from: usize, to: usize) -> Result<bool, String> {
-        let target = SocketAddrV4::new(self.hosts[to].ip, 7999).to_string();
-        let mut recv = self.helper_in(to, "udp-recv");
-        recv.env("RA_CHAOS_ADDR", &target)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        die_with_this_thread(&mut recv);
-        let mut receiver = recv.spawn().map_err(|e| format!("udp receiver: {e}"))?;
-        // It says "ready" once bound (after the test harness's own lines).
-        let mut ready = false;
-        if let Some(out) = receiver.stdout.take() {
-            ready = BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                .any(|l| l.trim() == "ready");
-        }
-        if !ready {
-            let _ = receiver.kill();
-            let _ = receiver.wait();
-            return Err(format!("udp receiver in host {to} did not start"));
-        }
-        let mut send = self.helper_in(from, "udp-send");
-        send.env("RA_CHAOS_ADDR", &target).stdout(Stdio::null());
-        let sent = send.status().map_err(|e| format!("udp sender: {e}"))?;
+        let (mut receiver, sent) = self.probe_pair("udp", from, to, 7999)?;
         if !sent.success() {
-            let _ = receiver.kill();
-            let _ = receiver.wait();
+            stop(&mut receiver);
             return Err(format!("udp sender in host {from} failed: {sent}"));
         }
         let status = receiver.wait().map_err(|e| format!("udp receiver: {e}"))?;
@@ -801,31 +778,47 @@ impl Lab {
     /// Whether a TCP connection from host `from` to host `to` (port 7998) is
     /// established right now (within a second).
     pub fn tcp_reaches(&self, from: usize, to: usize) -> Result<bool, String> {
-        let target = SocketAddrV4::new(self.hosts[to].ip, 7998).to_string();
-        let mut recv = self.helper_in(to, "tcp-recv");
+        let (mut receiver, connected) = self.probe_pair("tcp", from, to, 7998)?;
+        stop(&mut receiver);
+        Ok(connected.success())
+    }
+
+    /// The `PROTO-recv` helper in host `to`, bound to `port` and ready, and the
+    /// exit status of the `PROTO-send` helper run against it from host `from`.
+    fn probe_pair(
+        &self,
+        proto: &str,
+        from: usize,
+        to: usize,
+        port: u16,
+    ) -> Result<(Child, ExitStatus), String> {
+        let target = SocketAddrV4::new(self.hosts[to].ip, port).to_string();
+        let mut recv = self.helper_in(to, &format!("{proto}-recv"));
         recv.env("RA_CHAOS_ADDR", &target)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         die_with_this_thread(&mut recv);
-        let mut receiver = recv.spawn().map_err(|e| format!("tcp receiver: {e}"))?;
-        let mut ready = false;
-        if let Some(out) = receiver.stdout.take() {
-            ready = BufReader::new(out)
+        let mut receiver = recv.spawn().map_err(|e| format!("{proto} receiver: {e}"))?;
+        // It says "ready" once bound (after the test harness's own lines).
+        let ready = receiver.stdout.take().is_some_and(|out| {
+            BufReader::new(out)
                 .lines()
                 .map_while(Result::ok)
-                .any(|l| l.trim() == "ready");
-        }
+                .any(|l| l.trim() == "ready")
+        });
         if !ready {
-            let _ = receiver.kill();
-            let _ = receiver.wait();
-            return Err(format!("tcp receiver in host {to} did not start"));
+            stop(&mut receiver);
+            return Err(format!("{proto} receiver in host {to} did not start"));
         }
-        let mut send = self.helper_in(from, "tcp-send");
+        let mut send = self.helper_in(from, &format!("{proto}-send"));
         send.env("RA_CHAOS_ADDR", &target).stdout(Stdio::null());
-        let connected = send.status().map_err(|e| format!("tcp sender: {e}"))?;
-        let _ = receiver.kill();
-        let _ = receiver.wait();
-        Ok(connected.success())
+        match send.status() {
+            Ok(status) => Ok((receiver, status)),
+            Err(e) => {
+                stop(&mut receiver);
+                Err(format!("{proto} sender: {e}"))
+            }
+        }
     }
 
     /// This test binary, running its helper role `role` inside host `i`.
@@ -891,6 +884,12 @@ fn append(path: &Path) -> Result<File, String> {
         .append(true)
         .open(path)
         .map_err(|e| format!("opening {}: {e}", path.display()))
+}
+
+/// Kill a helper and reap it.
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// SIGKILL the child when the spawning thread ends (a killed test run must not
