@@ -41,8 +41,8 @@ pub struct NodeFlags {
     /// Append one JSON line per entry and exit to this shared file.
     #[arg(long, value_name = "PATH")]
     pub cs_file: Option<PathBuf>,
-    /// Keep the cluster's identity, the highest epoch and each lock's highest
-    /// fence in this directory (fsynced), so fences go on rising after the whole
+    /// Keep the cluster's identity, the last active set and the highest epoch
+    /// in this directory (fsynced), so fences go on rising after the whole
     /// cluster restarts. Without it, fences start over.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
