@@ -630,9 +630,9 @@ impl Node {
                 // would otherwise wait for an answer that never comes.
                 self.last_answer.insert(
                     (from, lock),
-                    Answer {
-                        body: busy.clone(),
-                        received_at: self.now,
+                    Answer::Busy {
+                        request_id,
+                        attempt,
                     },
                 );
                 self.send(from, busy);
@@ -696,8 +696,10 @@ impl Node {
         };
         self.last_answer.insert(
             (to, lock.clone()),
-            Answer {
-                body: reply.clone(),
+            Answer::Reply {
+                request_id: request.request_id,
+                attempt: request.attempt,
+                epoch: request.epoch,
                 received_at: request.received_at,
             },
         );
@@ -719,13 +721,8 @@ impl Node {
             request_id,
             set,
         };
-        self.last_answer.insert(
-            (to, lock.clone()),
-            Answer {
-                body: answer.clone(),
-                received_at: self.now,
-            },
-        );
+        self.last_answer
+            .insert((to, lock.clone()), Answer::NewerSet { request_id });
         self.send(to, answer);
     }
 
@@ -733,15 +730,15 @@ impl Node {
     /// now: a grant given under an older epoch becomes the newer set, so a grant
     /// never outlives the epoch it was given in.
     pub(super) fn resend_answer(&mut self, to: ProcessId, lock: LockName) {
-        let Some(answer) = self.last_answer.get(&(to, lock.clone())).cloned() else {
+        let Some(answer) = self.last_answer.get(&(to, lock.clone())).copied() else {
             return;
         };
-        match answer.body {
-            Body::Reply {
+        match answer {
+            Answer::Reply {
                 request_id,
                 attempt,
                 epoch,
-                ..
+                received_at,
             } => {
                 let current = self
                     .active_set
@@ -752,7 +749,7 @@ impl Node {
                     attempt,
                     timestamp: 0,
                     epoch,
-                    received_at: answer.received_at,
+                    received_at,
                 };
                 if current && self.voted_to_remove(&to) {
                     // We voted to evict it since: hold the grant back until that
@@ -764,9 +761,18 @@ impl Node {
                     self.send_newer_set(to, &lock, request_id);
                 }
             }
-            Body::NewerSet { request_id, .. } => self.send_newer_set(to, &lock, request_id),
-            busy @ Body::Busy { .. } => self.send(to, busy),
-            _ => {}
+            Answer::NewerSet { request_id } => self.send_newer_set(to, &lock, request_id),
+            Answer::Busy {
+                request_id,
+                attempt,
+            } => self.send(
+                to,
+                Body::Busy {
+                    lock,
+                    request_id,
+                    attempt,
+                },
+            ),
         }
     }
 
@@ -955,8 +961,8 @@ impl Node {
         self.last_answer.retain(|(peer, _), answer| {
             let Some(set) = &set else { return false };
             set.contains(peer)
-                && match answer.body {
-                    Body::Reply { epoch, .. } => epoch == set.epoch,
+                && match answer {
+                    Answer::Reply { epoch, .. } => *epoch == set.epoch,
                     _ => true,
                 }
         });

@@ -275,13 +275,27 @@ pub struct Status {
 }
 
 /// The last answer sent to a requester for one lock, resent if the stream broke:
-/// a lost grant would leave the requester waiting forever.
-#[derive(Clone, Debug)]
-struct Answer {
-    body: Body,
-    /// When the request it answers arrived (a resent grant says how long it was
-    /// held back since then).
-    received_at: Duration,
+/// a lost grant would leave the requester waiting forever. Only what a resend
+/// needs is kept (the lock is the map's key; a newer set is sent as it stands
+/// then): a node keeps one per requester and lock it ever answered, so this is
+/// most of what an idle lock name costs.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    Reply {
+        request_id: u64,
+        attempt: u32,
+        epoch: u64,
+        /// When the request it answers arrived (a resent grant says how long it
+        /// was held back since then).
+        received_at: Duration,
+    },
+    NewerSet {
+        request_id: u64,
+    },
+    Busy {
+        request_id: u64,
+        attempt: u32,
+    },
 }
 
 pub struct Node {

@@ -58,7 +58,9 @@ pub struct Pending {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum State {
     Idle,
-    Waiting(Pending),
+    /// Boxed: a lock spends most of its life idle, and every idle lock would
+    /// otherwise carry a waiting request's room.
+    Waiting(Box<Pending>),
     Holding {
         id: u64,
         timestamp: u64,
@@ -230,7 +232,7 @@ impl RicartAgrawala {
             awaiting,
             granted: BTreeMap::new(),
         };
-        self.state = State::Waiting(pending.clone());
+        self.state = State::Waiting(Box::new(pending.clone()));
         pending
     }
 
@@ -256,7 +258,7 @@ impl RicartAgrawala {
             .collect();
         pending.awaiting = others;
         pending.granted.clear();
-        Some(pending.clone())
+        Some(Pending::clone(pending))
     }
 
     /// Ask `members` again under the same epoch (their reply may be lost or too
@@ -281,7 +283,7 @@ impl RicartAgrawala {
     /// its seat, or is leaving).
     pub fn withdraw(&mut self) -> Option<Pending> {
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Waiting(p) => Some(p),
+            State::Waiting(p) => Some(*p),
             other => {
                 self.state = other;
                 None

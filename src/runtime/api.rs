@@ -7,16 +7,17 @@
 //! moment it is wider): file permissions are the access control, as with
 //! docker.sock. Nothing on the network reaches it.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio::net::UnixListener;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_stream::Stream;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status as GrpcStatus, Streaming};
 
 use super::client::{Clients, TicketHandle, TicketNews};
@@ -191,16 +192,17 @@ impl pb::lock_server::Lock for LockApi {
             .clients
             .acquire_with(lock, acquire.r#try)
             .map_err(|_| GrpcStatus::unavailable("the node has stopped"))?;
-        let (tx, rx) = mpsc::channel(16);
-        let session = Session {
+        // The session is the response stream itself: tonic polls it, so a
+        // grant goes from the node's channel straight to the HTTP/2 stream,
+        // with no task or channel of its own between them. When the client
+        // goes away, tonic drops it, and its ticket is released as it drops.
+        let session = Session::new(
             ticket,
             incoming,
-            tx,
-            clients: self.clients.clone(),
-            node: self.me.addr.to_string(),
-        };
-        tokio::spawn(session.run());
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            self.clients.clone(),
+            self.me.addr.to_string(),
+        );
+        Ok(Response::new(Box::pin(session)))
     }
 
     async fn status(
@@ -238,13 +240,24 @@ impl pb::lock_server::Lock for LockApi {
     }
 }
 
-/// One client's hold on one lock, for as long as its stream lives.
+/// The node's answer to "where does this ticket stand", on its way.
+type Asking = Pin<Box<dyn Future<Output = Result<Option<TicketProgress>>> + Send>>;
+
+/// One client's hold on one lock, for as long as its stream lives: the stream
+/// of events the client reads.
 struct Session {
     ticket: TicketHandle,
     incoming: Streaming<pb::HoldRequest>,
-    tx: mpsc::Sender<Result<pb::HoldEvent, GrpcStatus>>,
     clients: Clients,
-    node: String,
+    /// The first event, sent before anything else.
+    queued: Option<pb::hold_event::Kind>,
+    holding: bool,
+    last_progress: Option<TicketProgress>,
+    progress: Interval,
+    heartbeat: Interval,
+    /// A progress question on its way to the node.
+    asking: Option<Asking>,
+    done: bool,
 }
 
 fn event(kind: pb::hold_event::Kind) -> Result<pb::HoldEvent, GrpcStatus> {
@@ -252,83 +265,132 @@ fn event(kind: pb::hold_event::Kind) -> Result<pb::HoldEvent, GrpcStatus> {
 }
 
 impl Session {
-    async fn run(mut self) {
-        use pb::hold_event::Kind;
-        let queued = Kind::Queued(pb::Queued {
-            ticket: self.ticket.ticket,
-            node: self.node.clone(),
+    fn new(
+        ticket: TicketHandle,
+        incoming: Streaming<pb::HoldRequest>,
+        clients: Clients,
+        node: String,
+    ) -> Self {
+        let queued = pb::hold_event::Kind::Queued(pb::Queued {
+            ticket: ticket.ticket,
+            node,
             heartbeat_ms: HEARTBEAT.as_millis() as u32,
         });
-        if self.tx.send(event(queued)).await.is_err() {
-            return;
-        }
-        let mut holding = false;
-        let mut last_progress: Option<TicketProgress> = None;
-        let mut progress = tokio::time::interval(PROGRESS_EVERY);
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
-        loop {
-            tokio::select! {
-                news = self.ticket.next() => {
-                    let kind = match news {
-                        Some(TicketNews::Granted(fence)) => {
-                            holding = true;
-                            Kind::Granted(pb::Granted {
-                                fence: fence.token().unwrap_or(0),
-                                epoch: fence.epoch,
-                                seq: fence.seq,
-                            })
-                        }
-                        Some(TicketNews::Lost(why)) => Kind::Lost(pb::Lost {
-                            reason: loss_name(why).into(),
-                            detail: crate::runtime::log::loss_reason(why).into(),
-                        }),
-                        Some(TicketNews::Refused(why)) => {
-                            let _ = self.tx.send(event(Kind::Refused(refused(why)))).await;
-                            return;
-                        }
-                        None => {
-                            let _ = self.tx.send(Err(GrpcStatus::unavailable("the node stopped"))).await;
-                            return;
-                        }
-                    };
-                    if self.tx.send(event(kind)).await.is_err() {
-                        return;
-                    }
+        // A long wait before the grant owes the client no burst of heartbeats.
+        heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self {
+            ticket,
+            incoming,
+            clients,
+            queued: Some(queued),
+            holding: false,
+            last_progress: None,
+            progress: tokio::time::interval(PROGRESS_EVERY),
+            heartbeat,
+            asking: None,
+            done: false,
+        }
+    }
+
+    /// The end of the stream, with `last` as its final item. The ticket is
+    /// given back now rather than when tonic gets round to dropping the stream.
+    fn finish(
+        &mut self,
+        last: Option<Result<pb::HoldEvent, GrpcStatus>>,
+    ) -> Poll<Option<Result<pb::HoldEvent, GrpcStatus>>> {
+        self.ticket.give_back();
+        self.done = true;
+        Poll::Ready(last)
+    }
+}
+
+impl Stream for Session {
+    type Item = Result<pb::HoldEvent, GrpcStatus>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
+        use pb::hold_event::Kind;
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(queued) = this.queued.take() {
+            return Poll::Ready(Some(event(queued)));
+        }
+        if let Poll::Ready(news) = this.ticket.poll_next(cx) {
+            let kind = match news {
+                Some(TicketNews::Granted(fence)) => {
+                    this.holding = true;
+                    this.heartbeat.reset();
+                    Kind::Granted(pb::Granted {
+                        fence: fence.token().unwrap_or(0),
+                        epoch: fence.epoch,
+                        seq: fence.seq,
+                    })
                 }
-                message = self.incoming.message() => match message {
-                    Ok(Some(pb::HoldRequest { kind: Some(pb::hold_request::Kind::Release(_)) })) => {
-                        self.ticket.release();
-                        return;
-                    }
-                    Ok(Some(_)) => {
-                        let _ = self.tx.send(Err(GrpcStatus::invalid_argument(
-                            "after the Acquire, a Hold stream takes only a Release",
-                        ))).await;
-                        return;
-                    }
-                    // The client closed its side or went away: the ticket is
-                    // released as it drops.
-                    Ok(None) | Err(_) => return,
-                },
-                _ = progress.tick(), if !holding => {
-                    let Ok(now) = self.clients.progress(&self.ticket.lock, self.ticket.ticket).await else {
-                        return;
-                    };
-                    if let Some(now) = now && last_progress.as_ref() != Some(&now) {
-                        let kind = Kind::Progress(progress_event(&now));
-                        last_progress = Some(now);
-                        if self.tx.send(event(kind)).await.is_err() {
-                            return;
-                        }
-                    }
+                Some(TicketNews::Lost(why)) => Kind::Lost(pb::Lost {
+                    reason: loss_name(why).into(),
+                    detail: crate::runtime::log::loss_reason(why).into(),
+                }),
+                Some(TicketNews::Refused(why)) => {
+                    return this.finish(Some(event(Kind::Refused(refused(why)))));
                 }
-                _ = heartbeat.tick(), if holding => {
-                    if self.tx.send(event(Kind::Heartbeat(pb::Heartbeat {}))).await.is_err() {
-                        return;
-                    }
+                None => {
+                    return this.finish(Some(Err(GrpcStatus::unavailable("the node stopped"))));
                 }
-                _ = self.tx.closed() => return,
+            };
+            return Poll::Ready(Some(event(kind)));
+        }
+        match Pin::new(&mut this.incoming).poll_next(cx) {
+            Poll::Ready(Some(Ok(pb::HoldRequest {
+                kind: Some(pb::hold_request::Kind::Release(_)),
+            }))) => {
+                return this.finish(None);
             }
+            Poll::Ready(Some(Ok(_))) => {
+                return this.finish(Some(Err(GrpcStatus::invalid_argument(
+                    "after the Acquire, a Hold stream takes only a Release",
+                ))));
+            }
+            // The client closed its side or went away.
+            Poll::Ready(None | Some(Err(_))) => return this.finish(None),
+            Poll::Pending => {}
+        }
+        if this.holding {
+            if this.heartbeat.poll_tick(cx).is_ready() {
+                return Poll::Ready(Some(event(Kind::Heartbeat(pb::Heartbeat {}))));
+            }
+            return Poll::Pending;
+        }
+        loop {
+            if let Some(asking) = this.asking.as_mut() {
+                let Poll::Ready(answer) = asking.as_mut().poll(cx) else {
+                    return Poll::Pending;
+                };
+                this.asking = None;
+                let Ok(now) = answer else {
+                    return this.finish(None);
+                };
+                if let Some(now) = now
+                    && this.last_progress.as_ref() != Some(&now)
+                {
+                    let kind = Kind::Progress(progress_event(&now));
+                    this.last_progress = Some(now);
+                    return Poll::Ready(Some(event(kind)));
+                }
+            }
+            if this.progress.poll_tick(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let clients = this.clients.clone();
+            let lock = this.ticket.lock.clone();
+            let ticket = this.ticket.ticket;
+            this.asking = Some(Box::pin(
+                async move { clients.progress(&lock, ticket).await },
+            ));
         }
     }
 }

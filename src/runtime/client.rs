@@ -182,8 +182,22 @@ impl TicketHandle {
         self.news.recv().await
     }
 
+    /// `next` for a hand-written future or stream.
+    pub fn poll_next(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<TicketNews>> {
+        self.news.poll_recv(cx)
+    }
+
     /// Give the ticket back: exits if it holds the lock, leaves the line if not.
     pub fn release(mut self) {
+        self.send_release();
+    }
+
+    /// `release` for an owner that cannot give the handle away; later news is
+    /// of no interest, and dropping the handle sends nothing more.
+    pub fn give_back(&mut self) {
         self.send_release();
     }
 

@@ -391,6 +391,20 @@ impl Cluster {
             if i >= warmup {
                 samples.push(micros(started.elapsed()));
             }
+            // Untimed: close our side and read the stream to its end, as a
+            // client that keeps its connection should. Dropping a stream the
+            // node is still ending makes frames arrive on a reset stream, and
+            // h2 ends a connection that sees too many of those
+            // ("too_many_internal_resets") a thousand or so entries later.
+            drop(requests);
+            let ended = async {
+                while let Some(_event) = events.message().await? {}
+                anyhow::Ok(())
+            };
+            tokio::time::timeout(ENTRY_TIMEOUT, ended)
+                .await
+                .context("gave up waiting for a Hold stream to end")?
+                .context("a Hold stream ended badly")?;
         }
         Ok(samples)
     }
