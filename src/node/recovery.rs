@@ -25,6 +25,9 @@
 //! fence is of an epoch at most `m`. It assumes data directories survive (a
 //! member whose directory was lost must not come back at the same address with
 //! an empty one while others wait for it).
+//!
+//! Just over 500 lines because its tests of the persist-before-send order sit
+//! beside the rule they check.
 
 use super::*;
 use crate::durable::DurableState;

@@ -6,6 +6,9 @@
 //! The socket is created with mode 0600 (under a umask of 077, so there is no
 //! moment it is wider): file permissions are the access control, as with
 //! docker.sock. Nothing on the network reaches it.
+//!
+//! Just over 500 lines, one job: the service, its Hold session, and the
+//! translation of the node's answers into the API's messages.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

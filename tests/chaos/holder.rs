@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::lab::{self, lab_or_skip, now_us};
 use super::logs::{Hold, clock, cs_records, holds};
-use super::scenario::{Report, logs_of, secs, start_cluster};
+use super::scenario::{Report, entries_between, logs_of, secs, start_cluster};
 use super::store::{OpKind, Store, WriteOutcome};
 use super::workload::{ClientOpts, EXIT_LOST, Increment, Outcome, Workload, outcome_counts};
 
@@ -162,12 +162,7 @@ pub fn run(test: &str, stop: Stop) {
     );
     for i in 0..HOSTS {
         let addr = lab.addr(i);
-        let n = |from: u64, to: u64| {
-            holds_all
-                .iter()
-                .filter(|h| h.node == addr && h.enter_us >= from && h.enter_us < to)
-                .count()
-        };
+        let n = |from: u64, to: u64| entries_between(&holds_all, addr, from, to);
         let mine: Vec<&Increment> = incs.iter().filter(|x| x.host == i).collect();
         let _ = writeln!(
             r,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::lab::{lab_or_skip, now_us};
 use super::logs::{clock, cs_records, holds};
-use super::scenario::{Report, logs_of, secs, start_cluster};
+use super::scenario::{Report, entries_between, logs_of, secs, start_cluster};
 use super::store::Store;
 use super::workload::{Increment, Outcome, Workload, outcome_counts};
 
@@ -350,12 +350,7 @@ pub fn run(test: &str) {
     );
     for i in 0..3 {
         let addr = lab.addr(i);
-        let n = |from: u64, to: u64| {
-            holds_all
-                .iter()
-                .filter(|h| h.node == addr && h.enter_us >= from && h.enter_us < to)
-                .count()
-        };
+        let n = |from: u64, to: u64| entries_between(&holds_all, addr, from, to);
         let mine: Vec<&Increment> = incs.iter().filter(|x| x.host == i).collect();
         let during = n(attack_us, attack_end_us);
         let _ = writeln!(

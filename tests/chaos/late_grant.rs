@@ -22,7 +22,7 @@ use ra::protocol::lock::Fence;
 
 use super::lab::{lab_or_skip, now_us};
 use super::logs::{clock, cs_records, holds};
-use super::scenario::{Report, common_set, logs_of, secs, start_cluster};
+use super::scenario::{Report, common_set, entries_between, logs_of, secs, start_cluster};
 use super::store::Store;
 use super::workload::{Increment, Outcome, Workload, outcome_counts};
 
@@ -144,12 +144,7 @@ fn run_once(test: &str, heal: Heal) -> bool {
     );
     for i in 0..HOSTS {
         let addr = lab.addr(i);
-        let n = |from: u64, to: u64| {
-            holds_all
-                .iter()
-                .filter(|h| h.node == addr && h.enter_us >= from && h.enter_us < to)
-                .count()
-        };
+        let n = |from: u64, to: u64| entries_between(&holds_all, addr, from, to);
         let mine: Vec<&Increment> = incs.iter().filter(|x| x.host == i).collect();
         let _ = writeln!(
             r,

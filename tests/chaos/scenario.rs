@@ -48,6 +48,14 @@ pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool
     }
 }
 
+/// How many entries of `node` began at or after `from_us` and before `to_us`.
+pub fn entries_between(holds: &[logs::Hold], node: &str, from_us: u64, to_us: u64) -> usize {
+    holds
+        .iter()
+        .filter(|h| h.node == node && h.enter_us >= from_us && h.enter_us < to_us)
+        .count()
+}
+
 /// "1.23 s" from one Unix time in microseconds to another.
 pub fn secs(from_us: u64, to_us: u64) -> String {
     format!("{:.2} s", to_us.saturating_sub(from_us) as f64 / 1e6)
