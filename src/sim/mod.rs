@@ -1,5 +1,6 @@
 //! A deterministic simulator: whole clusters of the real [`crate::node::Node`]
-//! over a simulated network and clock, with faults, checked by oracles.
+//! over a simulated network and clock, with faults, checked by oracles; and
+//! a hostile peer among them (`hostile`), with or without the cluster key.
 //!
 //! Test code: compiled only with the `sim` cargo feature, which `cargo test`
 //! turns on and a release build leaves out.
