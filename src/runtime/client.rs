@@ -192,16 +192,12 @@ impl TicketHandle {
 
     /// Give the ticket back: exits if it holds the lock, leaves the line if not.
     pub fn release(mut self) {
-        self.send_release();
+        self.give_back();
     }
 
     /// `release` for an owner that cannot give the handle away; later news is
     /// of no interest, and dropping the handle sends nothing more.
     pub fn give_back(&mut self) {
-        self.send_release();
-    }
-
-    fn send_release(&mut self) {
         if !self.released {
             self.released = true;
             // The node may have stopped already: then there is nothing to release.
@@ -215,6 +211,6 @@ impl TicketHandle {
 
 impl Drop for TicketHandle {
     fn drop(&mut self) {
-        self.send_release();
+        self.give_back();
     }
 }

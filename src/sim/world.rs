@@ -922,9 +922,6 @@ impl World {
         match action {
             Action::Start { slot, seeds } => self.start(slot, seeds),
             Action::Request { slot, count } => {
-                if self.insider_slot() == Some(slot) {
-                    return;
-                }
                 for _ in 0..count {
                     let client = Client {
                         lock: LockName::default_lock(),
