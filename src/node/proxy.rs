@@ -88,21 +88,32 @@ impl Proxy {
 impl Node {
     // ---- as a spectator --------------------------------------------------
 
-    /// The member to forward to: one of the seated, picked by our address so
-    /// spectators spread over the set, skipping any not usable now.
+    /// The member to forward to: one of the seated, picked by our rank among
+    /// the spectators we know. Members take turns among their own clients and
+    /// the spectators they carry, so an even spread is a fair one: picked by
+    /// port, 5 spectators once fell 4 on one member and none on another, whose
+    /// node then entered 5 times as often as theirs.
     fn proxy_target(&self, not: Option<ProcessId>) -> Option<ProcessId> {
         let set = self.active_set.as_ref()?;
         let members: Vec<ProcessId> = set
             .members
             .iter()
             .copied()
-            .filter(|m| *m != self.me && Some(*m) != not && self.is_usable(m))
+            .filter(|m| *m != self.me && Some(*m) != not)
             .collect();
         if members.is_empty() {
             return None;
         }
-        let spread = usize::from(self.me.addr.port()) % members.len();
-        members.get(spread).copied()
+        let rank = self
+            .live_processes()
+            .iter()
+            .filter(|p| **p < self.me && !set.contains(p))
+            .count();
+        // From our place on, the first member usable now: one we have not
+        // heard from yet (right after joining) is passed over until we have.
+        (0..members.len())
+            .map(|step| members[(rank + step) % members.len()])
+            .find(|m| self.is_usable(m))
     }
 
     /// Forward the local tickets waiting in line while we have no seat.
