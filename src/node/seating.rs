@@ -75,7 +75,20 @@ impl Node {
         let Some(mine) = self.active_set.clone() else {
             return;
         };
-        let vouchers: Vec<ProcessId> = self.vouchers(set).collect();
+        let mut vouchers: Vec<ProcessId> = self.vouchers(set).collect();
+        if vouchers.is_empty() {
+            // In a large cluster a spectator may not have heard from any
+            // member itself for a while (SWIM probes one peer at a time): ask
+            // those SWIM counts alive, or it keeps an old set until one of them
+            // happens to probe it (30 s and more with 50 nodes).
+            let live = self.live_processes();
+            vouchers = set
+                .members
+                .iter()
+                .copied()
+                .filter(|m| *m != self.me && !self.gone.contains(m) && live.contains(m))
+                .collect();
+        }
         for member in vouchers {
             self.send(member, Body::Decided { set: mine.clone() });
         }
