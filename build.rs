@@ -16,5 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+    // The benchmark's floor, kept out of the descriptors above: reflection on
+    // a node's API lists only what the node serves.
+    let floor = "proto/ra/bench/v1/floor.proto";
+    println!("cargo:rerun-if-changed={floor}");
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(protox::compile([floor], ["proto"])?)?;
     Ok(())
 }

@@ -20,6 +20,11 @@ pub mod pb {
     tonic::include_proto!("ra.v1");
 }
 
+/// The benchmark's floor service (`proto/ra/bench/v1/floor.proto`).
+pub mod floor_pb {
+    tonic::include_proto!("ra.bench.v1");
+}
+
 /// The encoded descriptors of `proto/`, for the API's server reflection.
 pub const DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ra_descriptors.bin"));
 

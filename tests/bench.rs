@@ -6,6 +6,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{Scratch, active_set, wait_for};
+
+mod support;
 
 /// Keys every row has, with a number.
 const FIGURES: &[&str] = &[
@@ -14,6 +17,8 @@ const FIGURES: &[&str] = &[
     "spectators",
     "acquire_p50_us",
     "acquire_p99_us",
+    "floor_p50_us",
+    "acquire_vs_floor",
     "client_path_p50_us",
     "client_path_p99_us",
     "throughput_cs_per_s",
@@ -38,6 +43,10 @@ const MEMBERSHIP: &[&str] = &[
     "leave_max_ms",
     "crash_detect_ms",
     "crash_detect_max_ms",
+    "failover_ms",
+    "failover_max_ms",
+    "host_loss_detect_ms",
+    "host_loss_detect_max_ms",
 ];
 
 /// Keys with a number unless --skip-data-dir, then null.
@@ -168,11 +177,16 @@ fn bench_prints_every_figure_as_json() {
         "0.5",
         "--idle-names",
         "300",
+        "--stall-seconds",
+        "6",
     ]);
     check_row(&row, true, true, true);
     assert_eq!(number(&row, "idle_names"), 300.0);
     assert_eq!(number(&row, "nodes"), 3.0);
     assert!(number(&row, "join_max_ms") >= number(&row, "join_ms"));
+    // Two stalls of a second (one every 3 s), and the verdicts on them as a number.
+    assert_eq!(number(&row, "stalls"), 2.0, "{row}");
+    number(&row, "false_downs");
 }
 
 #[test]
@@ -194,7 +208,7 @@ fn bench_sweeps_every_size() {
         .as_array()
         .unwrap_or_else(|| panic!("no sweep array: {value}"));
     let sizes: Vec<f64> = rows.iter().map(|row| number(row, "nodes")).collect();
-    assert_eq!(sizes, vec![2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(sizes, (2..=10).map(f64::from).collect::<Vec<_>>());
     for row in rows {
         check_row(row, false, false, false);
     }
@@ -207,4 +221,32 @@ fn bench_refuses_a_cluster_of_one_in_one_line() {
     assert!(!output.status.success());
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--nodes must be at least 2"), "{stderr}");
+}
+
+/// `--node`: acquire and release through the API of a node running as its own
+/// process, and nothing else; the lock taken is `bench`, as documented.
+#[test]
+fn bench_times_a_running_node_through_its_api() {
+    let scratch = Scratch::new("bench-node");
+    let api = scratch.path("a.sock");
+    let api = api.to_str().expect("utf-8 path");
+    let mut founder = scratch.start("a", &["--api", api]);
+    let _other = scratch.start_joining("b", &founder, &[]);
+    wait_for("a cluster of two", Duration::from_secs(20), || {
+        active_set(&mut founder).len() == 2
+    });
+    let row = bench_json(&["bench", "--node", api, "--entries", "40", "--json"]);
+    assert_eq!(number(&row, "entries"), 40.0, "{row}");
+    let (p50, p99) = (
+        number(&row, "client_path_p50_us"),
+        number(&row, "client_path_p99_us"),
+    );
+    assert!(p50 > 0.0 && p99 >= p50, "{row}");
+    assert!(
+        support::logged(&mut founder, |e| matches!(
+            e,
+            ra::event::Event::Enter { lock, .. } if lock.as_str() == "bench"
+        )),
+        "the founder logged no entry of `bench`"
+    );
 }

@@ -3,9 +3,11 @@
 //! picks), driven through [`Clients`], and the stream of everything they report,
 //! each event stamped with the instant it happened. Tests use it too.
 //!
-//! One job, a little over 500 lines: the harness and the timed runs on it
-//! (uncontended latency, contention, many lock names, membership), each run a
-//! method that reads the harness's one event stream.
+//! One job in about 650 lines: the harness (starting nodes on the shared thread
+//! or a thread each, settling, reading the one event stream) and the timed runs
+//! of latency and throughput on it (uncontended, through the API, contention,
+//! many lock names), each a method that reads that stream. Membership and
+//! failures are timed in [`super::membership`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -16,11 +18,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use super::footprint::{micros, millis};
-use super::report::Row;
+use super::footprint::micros;
 use crate::config::{ApiSocket, LogFormat, LogLevel, NodeConfig};
 use crate::event::{Event, SetSource};
 use crate::node::{NodeSettings, PROXY_TICKETS, Status};
@@ -28,7 +29,6 @@ use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::LockName;
 use crate::runtime::client::{Clients, TicketNews};
 use crate::runtime::{self, NodeHandle, Observed, RunOptions};
-use crate::wire::pb;
 
 /// The founder founds quickly instead of waiting out the shipped 4 s.
 pub const FOUND_AFTER: Duration = Duration::from_millis(200);
@@ -60,6 +60,33 @@ pub struct NodeEntries {
 pub struct Member {
     pub handle: NodeHandle,
     pub addr: SocketAddr,
+    /// Its own thread, on a cluster with [`Cluster::own_threads`].
+    thread: Option<NodeThread>,
+}
+
+/// A node's own thread and runtime, as each `ra` process has one.
+struct NodeThread {
+    /// Dropped with the member: the thread's runtime then stops, and every
+    /// task and socket of the node with it, as the kernel closes a killed
+    /// process's sockets.
+    _stop: oneshot::Sender<()>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Member {
+    /// Block the node's thread for `stall`, as SIGSTOP then SIGCONT would: it
+    /// reads no datagram and no stream meanwhile, while the kernel keeps its
+    /// sockets open and accepts connections for it. Needs its own thread.
+    pub fn pause(&self, stall: Duration) -> Result<()> {
+        let thread = self
+            .thread
+            .as_ref()
+            .context("only a node on a thread of its own can be paused")?;
+        thread
+            .runtime
+            .spawn(async move { std::thread::sleep(stall) });
+        Ok(())
+    }
 }
 
 /// Nodes of this process and the stream of everything they report.
@@ -79,6 +106,12 @@ pub struct Cluster {
     pub data_dir: Option<std::path::PathBuf>,
     /// Nodes started so far: names each node's data directory once.
     started: AtomicUsize,
+    /// Start each node on a thread and runtime of its own, so that killing
+    /// one stops everything it runs (a crash, not a node that merely stops
+    /// talking) and one can be paused. Off for the latency and throughput
+    /// runs: on two cores, threads waking each other for every message would
+    /// be most of what they measured ([`crate::runtime::node_runtime`]).
+    pub own_threads: bool,
 }
 
 impl Default for Cluster {
@@ -104,6 +137,7 @@ impl Cluster {
             api_dir: None,
             data_dir: None,
             started: AtomicUsize::new(0),
+            own_threads: false,
         }
     }
 
@@ -140,11 +174,48 @@ impl Cluster {
             log_events: false,
             print_cs: false,
         };
-        let handle = runtime::start(options)
+        if !self.own_threads {
+            let handle = runtime::start(options)
+                .await
+                .context("cannot start a node")?;
+            let addr = handle.addr();
+            return Ok(Member {
+                handle,
+                addr,
+                thread: None,
+            });
+        }
+        let node_runtime = runtime::node_runtime()?;
+        let thread_runtime = node_runtime.handle().clone();
+        let (started_tx, started_rx) = oneshot::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("ra-node-{nth}"))
+            .spawn(move || {
+                node_runtime.block_on(async move {
+                    let started = runtime::start(options).await;
+                    let failed = started.is_err();
+                    if started_tx.send(started).is_ok() && !failed {
+                        // Until the member is dropped.
+                        let _ = stopped.await;
+                    }
+                });
+                node_runtime.shutdown_background();
+            })
+            .context("cannot start a thread for a node")?;
+        let handle = started_rx
             .await
+            .context("the node's thread ended before the node started")?
             .context("cannot start a node")?;
         let addr = handle.addr();
-        Ok(Member { handle, addr })
+        Ok(Member {
+            handle,
+            addr,
+            thread: Some(NodeThread {
+                _stop: stop,
+                runtime: thread_runtime,
+            }),
+        })
     }
 
     pub fn processes(&self) -> Vec<ProcessId> {
@@ -334,7 +405,8 @@ impl Cluster {
 
     /// What a program sees: acquire and release through the node's API socket,
     /// as `ra lock` does (one Hold stream per entry), timed from opening the
-    /// stream to the node's exit; µs per entry. Needs [`Cluster::api_dir`].
+    /// stream to its end after the release; µs per entry. Needs
+    /// [`Cluster::api_dir`].
     pub async fn client_path_latency(
         &mut self,
         who: usize,
@@ -345,68 +417,7 @@ impl Cluster {
         let socket = dir.join(format!("{who}.sock"));
         let (mut client, _) = crate::commands::connect(&socket.display().to_string()).await?;
         self.drain();
-        let me = self.members[who].handle.me;
-        let mut samples = Vec::with_capacity(timed as usize);
-        for i in 0..warmup + timed {
-            let started = Instant::now();
-            let (requests, rx) = mpsc::channel(2);
-            let acquire = pb::HoldRequest {
-                kind: Some(pb::hold_request::Kind::Acquire(pb::Acquire {
-                    lock: "default".into(),
-                    r#try: false,
-                    client: "ra bench".into(),
-                })),
-            };
-            requests
-                .send(acquire)
-                .await
-                .context("the Hold stream closed at once")?;
-            let mut events = client
-                .hold(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-                .context("the node refused the Hold stream")?
-                .into_inner();
-            loop {
-                let event = tokio::time::timeout(ENTRY_TIMEOUT, events.message())
-                    .await
-                    .context("gave up waiting for an uncontended grant")?
-                    .context("the Hold stream failed")?;
-                match event.and_then(|e| e.kind) {
-                    Some(pb::hold_event::Kind::Granted(_)) => break,
-                    Some(pb::hold_event::Kind::Queued(_) | pb::hold_event::Kind::Progress(_)) => {}
-                    other => bail!("an uncontended Hold ended with {other:?}"),
-                }
-            }
-            let release = pb::HoldRequest {
-                kind: Some(pb::hold_request::Kind::Release(pb::Release {})),
-            };
-            requests
-                .send(release)
-                .await
-                .context("the Hold stream closed before the release")?;
-            self.one_logged(me, "the exit", ENTRY_TIMEOUT, |e| {
-                matches!(e, Event::Exit { .. })
-            })
-            .await?;
-            if i >= warmup {
-                samples.push(micros(started.elapsed()));
-            }
-            // Untimed: close our side and read the stream to its end, as a
-            // client that keeps its connection should. Dropping a stream the
-            // node is still ending makes frames arrive on a reset stream, and
-            // h2 ends a connection that sees too many of those
-            // ("too_many_internal_resets") a thousand or so entries later.
-            drop(requests);
-            let ended = async {
-                while let Some(_event) = events.message().await? {}
-                anyhow::Ok(())
-            };
-            tokio::time::timeout(ENTRY_TIMEOUT, ended)
-                .await
-                .context("gave up waiting for a Hold stream to end")?
-                .context("a Hold stream ended badly")?;
-        }
-        Ok(samples)
+        super::api_client::round_trips(&mut client, "default", warmup, timed).await
     }
 
     /// Every active member asks again as soon as it exits. Throughput is timed from
@@ -574,101 +585,6 @@ impl Cluster {
         };
         let counted = target - warmup.max(1);
         Ok(counted as f64 / (end - start).as_secs_f64().max(1e-9))
-    }
-
-    /// A newcomer joins and leaves; another joins and crashes. Each is timed until
-    /// every other member has reported it.
-    pub async fn membership_round(&mut self, row: &mut Row) -> Result<()> {
-        let newcomer = self.timed_join(row).await?;
-        self.settle(Duration::from_secs(20)).await?;
-
-        self.drain();
-        let index = self.index_of(newcomer)?;
-        let addr = self.members[index].addr;
-        let others: Vec<ProcessId> = self
-            .processes()
-            .into_iter()
-            .filter(|p| *p != newcomer)
-            .collect();
-        let asked = Instant::now();
-        self.members[index].handle.clients.leave()?;
-        // A member may log the leave as a failure (the departure is noticed all the
-        // same, but by the wrong name): counted, and reported with the figure.
-        let (done, logged) = self
-            .all_logged(
-                &others,
-                "every member to log the leave",
-                Duration::from_secs(15),
-                |e| {
-                    matches!(e, Event::MemberLeft { member } | Event::MemberFailed { member, .. }
-                        if member.addr == addr)
-                },
-            )
-            .await?;
-        row.leave.push(millis(done - asked));
-        row.leaves_logged_as_failures += logged
-            .iter()
-            .filter(|e| matches!(e, Event::MemberFailed { .. }))
-            .count();
-        let member = self.members.remove(index);
-        stop(member, Duration::from_secs(5)).await;
-        self.settle(Duration::from_secs(20)).await?;
-
-        let victim = self.timed_join(row).await?;
-        self.settle(Duration::from_secs(20)).await?;
-        self.drain();
-        let index = self.index_of(victim)?;
-        let member = self.members.remove(index);
-        let addr = member.addr;
-        let survivors = self.processes();
-        let killed = Instant::now();
-        member.handle.kill();
-        let (done, _) = self
-            .all_logged(
-                &survivors,
-                "every survivor to declare the crashed member failed",
-                Duration::from_secs(20),
-                |e| matches!(e, Event::MemberFailed { member, .. } if member.addr == addr),
-            )
-            .await?;
-        row.crash.push(millis(done - killed));
-        let _ = member.handle.task.await;
-        self.settle(Duration::from_secs(20)).await?;
-        Ok(())
-    }
-
-    /// Start a node joining through the founder; timed until every member has
-    /// reported it joined.
-    pub async fn timed_join(&mut self, row: &mut Row) -> Result<ProcessId> {
-        self.drain();
-        let seed = self
-            .members
-            .first()
-            .context("no member to join through")?
-            .addr;
-        let watchers = self.processes();
-        let started = Instant::now();
-        let member = self.spawn(&[seed]).await?;
-        let addr = member.addr;
-        let me = member.handle.me;
-        self.members.push(member);
-        let (done, _) = self
-            .all_logged(
-                &watchers,
-                "every member to log the newcomer",
-                Duration::from_secs(15),
-                |e| matches!(e, Event::MemberJoined { member } if member.addr == addr),
-            )
-            .await?;
-        row.join.push(millis(done - started));
-        Ok(me)
-    }
-
-    pub fn index_of(&self, process: ProcessId) -> Result<usize> {
-        self.processes()
-            .iter()
-            .position(|p| *p == process)
-            .context("the node is gone")
     }
 
     /// Every node leaves, newest first (spectators before members), then stops;

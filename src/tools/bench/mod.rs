@@ -2,13 +2,21 @@
 //!
 //! The nodes run in this process on the real stack ([`cluster`]: gRPC over TCP,
 //! SWIM over UDP, all on 127.0.0.1), driven through the in-process API of
-//! [`crate::runtime`]. Every time comes from the nodes' own events, stamped with
-//! the instant each happened; every message count comes from what the nodes
-//! handed to the wire. The footprint is taken from separate `ra` processes, as a
-//! user runs them ([`footprint`]). [`report`] puts each figure beside its target.
+//! [`crate::runtime`]: on the benchmark's one thread for latency and throughput,
+//! measured beside a bare gRPC echo on the same thread ([`floor`]), and on a
+//! thread each for crashes, pauses and the rest of membership ([`membership`]).
+//! Every time comes from the nodes' own events, stamped with the instant each
+//! happened; every message count comes from what the nodes handed to the wire.
+//! The footprint is taken from separate `ra` processes, as a user runs them
+//! ([`footprint`]); [`api_client`] takes locks through an API socket, as `ra
+//! lock` does, also of a node running on its own (`--node`). [`report`] puts
+//! each figure beside its target.
 
+pub mod api_client;
 pub mod cluster;
+pub mod floor;
 pub mod footprint;
+pub mod membership;
 pub mod report;
 
 use std::io::Write;
@@ -18,7 +26,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value};
 
-use crate::node::NodeSettings;
 use cluster::Cluster;
 use footprint::{footprint, names_footprint};
 use report::{NAME_CLIENTS, NAME_COUNTS, Row, sweep_table, table};
@@ -30,7 +37,7 @@ pub struct BenchArgs {
     /// Nodes in the cluster.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
-    /// Also run every size from 2 to the active-set cap plus two spectators.
+    /// Also run every size from 2 to 10 nodes (spectators beyond the cap of 3).
     #[arg(long)]
     pub sweep: bool,
     /// Print one JSON object instead of a table.
@@ -42,9 +49,14 @@ pub struct BenchArgs {
     /// Seconds to watch an idle node for CPU use.
     #[arg(long, default_value_t = 3.0)]
     pub idle_seconds: f64,
-    /// Skip the membership timings (join, leave, crash detection).
+    /// Skip the membership timings (join, leave, crash, failover, host loss
+    /// and stalls).
     #[arg(long)]
     pub skip_membership: bool,
+    /// Seconds of one-second stalls (one every 3 s, each member in turn) that
+    /// must not be declared failures: 600 for the 10-minute run.
+    #[arg(long, value_name = "S", default_value_t = 6)]
+    pub stall_seconds: u64,
     /// Skip the runs on a cluster whose nodes keep a data directory (made
     /// under TMPDIR, so the disk there is the one measured).
     #[arg(long)]
@@ -53,7 +65,15 @@ pub struct BenchArgs {
     /// skips it).
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub idle_names: usize,
+    /// Only time acquire and release of the lock `bench` through this running
+    /// node's API (`:PORT` or the socket's path), from this process, as
+    /// `ra lock` would: what a program sees of a node that runs on its own.
+    #[arg(long, value_name = "ADDR")]
+    pub node: Option<String>,
 }
+
+/// The largest cluster `--sweep` measures.
+pub const SWEEP_NODES: usize = 10;
 
 /// Joins, leaves and crashes timed per cluster size; the median is reported.
 pub const MEMBERSHIP_RUNS: usize = 3;
@@ -68,20 +88,27 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     if args.entries == 0 {
         bail!("--entries must be at least 1");
     }
+    if let Some(node) = &args.node {
+        return time_running_node(node, args);
+    }
     if !args.idle_seconds.is_finite() || args.idle_seconds <= 0.0 || args.idle_seconds > 3600.0 {
         bail!(
             "--idle-seconds must be a positive number of seconds, at most 3600 (got {})",
             args.idle_seconds
         );
     }
-    let max_active = NodeSettings::default().max_active as usize;
+    if args.stall_seconds > 3600 {
+        bail!(
+            "--stall-seconds must be at most 3600 (got {})",
+            args.stall_seconds
+        );
+    }
     let sizes: Vec<usize> = if args.sweep {
-        (2..=max_active + 2).collect()
+        (2..=SWEEP_NODES).collect()
     } else {
         vec![args.nodes]
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
@@ -126,6 +153,41 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--node`: acquire and release through a running node's API, p50 and p99.
+fn time_running_node(node: &str, args: &BenchArgs) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let timed = u64::from(args.entries);
+    let warmup = (timed / 10).clamp(10, 500);
+    let samples = runtime.block_on(async {
+        let (mut client, socket) = crate::commands::connect(node).await?;
+        let samples = api_client::round_trips(&mut client, "bench", warmup, timed)
+            .await
+            .with_context(|| format!("taking the lock `bench` through {}", socket.display()))?;
+        anyhow::Ok(samples)
+    })?;
+    let (p50, p99) = (
+        footprint::percentile(&samples, 50.0),
+        footprint::percentile(&samples, 99.0),
+    );
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(
+            stdout,
+            "{}",
+            serde_json::json!({ "client_path_p50_us": p50, "client_path_p99_us": p99, "entries": timed })
+        )?;
+    } else {
+        writeln!(
+            stdout,
+            "acquire + release of `bench` via {node}'s API, {timed} entries after {warmup} warm-up: p50 {p50:.1} µs, p99 {p99:.1} µs"
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn measure_size(runtime: &tokio::runtime::Runtime, args: &BenchArgs, nodes: usize) -> Result<Row> {
     let mut row = Row {
         nodes,
@@ -141,6 +203,15 @@ fn measure_size(runtime: &tokio::runtime::Runtime, args: &BenchArgs, nodes: usiz
             let mut cluster = Cluster::new();
             cluster.api_dir = Some(api_dir.path().to_path_buf());
             let result = measure_in_process(&mut cluster, args, &mut row).await;
+            cluster.shutdown().await;
+            result
+        })?;
+    }
+    if !args.skip_membership {
+        runtime.block_on(async {
+            let mut cluster = Cluster::new();
+            cluster.own_threads = true;
+            let result = measure_membership(&mut cluster, args, &mut row).await;
             cluster.shutdown().await;
             result
         })?;
@@ -203,6 +274,9 @@ async fn measure_in_process(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
     let timed = u64::from(args.entries);
     let warmup = (timed / 10).clamp(10, 500);
     row.warmup = warmup;
+    row.floor = floor::round_trips(warmup, timed)
+        .await
+        .context("timing the floor (a bare gRPC echo)")?;
     row.acquire = cluster.acquire_latency(active[0], warmup, timed).await?;
     row.client_path = cluster
         .client_path_latency(active[0], warmup, timed)
@@ -224,10 +298,28 @@ async fn measure_in_process(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
             .with_context(|| format!("contending for {names} names"))?;
         row.names_throughput.push((names, per_second));
     }
-    if !args.skip_membership {
-        for _ in 0..MEMBERSHIP_RUNS {
-            cluster.membership_round(row).await?;
-        }
+    Ok(())
+}
+
+/// Joins, leaves, crashes, failovers, lost hosts and stalls, on a cluster
+/// whose nodes each run on a thread of their own ([`Cluster::own_threads`]).
+async fn measure_membership(cluster: &mut Cluster, args: &BenchArgs, row: &mut Row) -> Result<()> {
+    cluster.form(row.nodes).await?;
+    for _ in 0..MEMBERSHIP_RUNS {
+        cluster.membership_round(row).await?;
+        cluster
+            .failover(row)
+            .await
+            .context("killing a holder while a member waits")?;
+        cluster
+            .host_loss(row)
+            .await
+            .context("stopping a member until it is declared failed")?;
     }
+    let rounds = usize::try_from(args.stall_seconds.div_ceil(3)).unwrap_or(usize::MAX);
+    cluster
+        .stalls(row, rounds)
+        .await
+        .context("stalling members for a second each")?;
     Ok(())
 }
