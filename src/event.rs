@@ -66,6 +66,11 @@ pub enum FailureCause {
     Unresponsive,
     /// Its host says the process is gone (see [`GoneEvidence`]).
     ProcessGone,
+    /// SWIM's gossip says another member declared it down, while this node
+    /// had heard from it too lately for its own probes to have run out: the
+    /// verdict is the other member's (often its proof that the process is
+    /// gone, which gossip does not carry).
+    Reported,
 }
 
 /// When a grant's lease ran out before its requester could use it.

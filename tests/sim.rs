@@ -328,6 +328,12 @@ fn scenario_killed_holder_is_known_gone_from_its_host() {
             causes.contains(&FailureCause::ProcessGone),
             "seed {seed}: no survivor learned from the refused reconnect: {causes:?}"
         );
+        // One that heard the gossip first had heard from the holder a moment
+        // before: the verdict is another's, not its own probes'.
+        assert!(
+            !causes.contains(&FailureCause::Unresponsive),
+            "seed {seed}: a survivor took a killed holder for an unresponsive one: {causes:?}"
+        );
         // Simulated time: a round trip and a Paxos round, not a SWIM suspicion
         // nor the holder's grant lease.
         assert!(

@@ -152,8 +152,13 @@ impl Node {
         if self.leaving_peers.contains_key(&member) {
             self.emit(Event::MemberLeft { member });
         } else {
+            let heard_lately = self.heard_from(&member).is_some_and(|at| {
+                self.now.saturating_sub(at) < self.settings.swim.suspect_to_down_after
+            });
             let cause = if self.gone.contains(&member) {
                 FailureCause::ProcessGone
+            } else if heard_lately {
+                FailureCause::Reported
             } else {
                 FailureCause::Unresponsive
             };

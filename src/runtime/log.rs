@@ -564,6 +564,12 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             FailureCause::ProcessGone => {
                 format!("member {} FAILED: the process is gone", p(member))
             }
+            FailureCause::Reported => {
+                format!(
+                    "member {} FAILED (declared down by another member)",
+                    p(member)
+                )
+            }
         },
         Event::ProcessGone { member, evidence } => match evidence {
             GoneEvidence::ConnectionRefused => format!(
