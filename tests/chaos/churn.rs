@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use super::lab::{Lab, NodeOpts, lab_or_skip, now_us};
-use super::logs::{NodeLog, clock, cs_records, holds};
-use super::scenario::{Report, logs_of, secs, start_cluster, wait_until};
+use super::logs::{NodeLog, clock};
+use super::scenario::{Report, gather, secs, start_cluster, wait_until};
 use super::store::{OpKind, Store, WriteOutcome};
 use super::workload::{ClientOpts, Increment, Workload, outcome_counts};
 
@@ -136,10 +136,7 @@ pub fn run(test: &str) {
         workload.abort();
     });
 
-    let logs = logs_of(&lab);
-    let history = store.history();
-    let incs = workload.increments();
-    let holds_all = holds(&cs_records(&lab.cs_file()));
+    let (logs, history, incs, holds_all) = gather(&lab, &store, &workload);
     let mut r = Report::new(
         &lab,
         test,
@@ -278,7 +275,5 @@ pub fn run(test: &str) {
             format!("the steady node {} is not running", lab.addr(h))
         });
     }
-    r.no_panics(&logs);
-    r.ra_check(&logs);
-    r.finish(&history);
+    r.finish_checked(&logs, &history);
 }

@@ -31,10 +31,10 @@ use ra::membership::seal::Sealer;
 
 use super::hostile::Rng;
 use super::lab::{Lab, loopback_or_skip, now_us};
-use super::logs::{clock, cs_records, holds};
-use super::scenario::{Report, logs_of, secs, start_cluster};
+use super::logs::clock;
+use super::scenario::{Report, gather, secs, start_cluster};
 use super::store::Store;
-use super::workload::{Increment, Outcome, Workload, outcome_counts};
+use super::workload::{Increment, Workload, outcome_counts};
 
 const NODES: usize = 3;
 const TARGET: usize = 0;
@@ -428,10 +428,7 @@ pub fn run(test: &str) {
         workload.abort();
     });
 
-    let logs = logs_of(&lab);
-    let history = store.history();
-    let incs = workload.increments();
-    let holds_all = holds(&cs_records(&lab.cs_file()));
+    let (logs, history, incs, holds_all) = gather(&lab, &store, &workload);
     let target_addr = lab.addr(TARGET).to_string();
     let mut r = Report::new(
         &lab,
@@ -603,13 +600,5 @@ pub fn run(test: &str) {
             format!("{} is not running at the end", lab.addr(i))
         });
     }
-    for inc in &incs {
-        if let Outcome::Failed(why) = &inc.outcome {
-            r.fail(format!("{} failed: {why}", inc.client));
-        }
-    }
-    r.store_accounting(&history, &incs);
-    r.no_panics(&logs);
-    r.ra_check(&logs);
-    r.finish(&history);
+    r.conclude(&history, &incs, &logs);
 }

@@ -10,7 +10,7 @@ use super::lab::{self, lab_or_skip, now_us};
 use super::logs::{Hold, clock, cs_records, holds};
 use super::scenario::{Report, entries_between, logs_of, secs, start_cluster};
 use super::store::{OpKind, Store, WriteOutcome};
-use super::workload::{ClientOpts, EXIT_LOST, Increment, Outcome, Workload, outcome_counts};
+use super::workload::{ClientOpts, EXIT_LOST, Increment, Workload, outcome_counts};
 
 const HOSTS: usize = 3;
 /// The victim: the last host (the first two keep a quorum of the three).
@@ -249,15 +249,7 @@ pub fn run(test: &str, stop: Stop) {
             "the stale command's late write was not refused by the store: {other:?}"
         )),
     }
-    for inc in &incs {
-        if let Outcome::Failed(why) = &inc.outcome {
-            r.fail(format!("{} failed: {why}", inc.client));
-        }
-    }
-    r.store_accounting(&history, &incs);
-    r.ra_check(&logs);
-    r.no_panics(&logs);
-    r.finish(&history);
+    r.conclude(&history, &incs, &logs);
 }
 
 /// The next holder gets in within this of a holder's node being killed: failure

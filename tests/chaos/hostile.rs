@@ -12,10 +12,10 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::lab::{lab_or_skip, now_us};
-use super::logs::{clock, cs_records, holds};
-use super::scenario::{Report, entries_between, logs_of, secs, start_cluster};
+use super::logs::clock;
+use super::scenario::{Report, entries_between, gather, secs, start_cluster};
 use super::store::Store;
-use super::workload::{Increment, Outcome, Workload, outcome_counts};
+use super::workload::{Increment, Workload, outcome_counts};
 
 /// The node under attack, and the attacker's host (no node runs there).
 const TARGET: usize = 0;
@@ -320,10 +320,7 @@ pub fn run(test: &str) {
     let attack_us = rounds.first().map_or(0, |r| r.start_us);
     let attack_end_us = rounds.last().map_or(0, |r| r.end_us);
 
-    let logs = logs_of(&lab);
-    let history = store.history();
-    let incs = workload.increments();
-    let holds_all = holds(&cs_records(&lab.cs_file()));
+    let (logs, history, incs, holds_all) = gather(&lab, &store, &workload);
     let mut r = Report::new(
         &lab,
         test,
@@ -466,13 +463,5 @@ pub fn run(test: &str) {
     r.expect(lab.node(TARGET).is_running(), || {
         format!("{target_addr} is not running after the attack")
     });
-    for inc in &incs {
-        if let Outcome::Failed(why) = &inc.outcome {
-            r.fail(format!("{} failed: {why}", inc.client));
-        }
-    }
-    r.store_accounting(&history, &incs);
-    r.no_panics(&logs);
-    r.ra_check(&logs);
-    r.finish(&history);
+    r.conclude(&history, &incs, &logs);
 }

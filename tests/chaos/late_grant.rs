@@ -21,8 +21,10 @@ use std::time::{Duration, Instant};
 use ra::protocol::lock::Fence;
 
 use super::lab::{lab_or_skip, now_us};
-use super::logs::{clock, cs_records, holds};
-use super::scenario::{Report, common_set, entries_between, logs_of, secs, start_cluster};
+use super::logs::clock;
+use super::scenario::{
+    Report, common_set, entries_between, gather, repeat_rounds, secs, start_cluster,
+};
 use super::store::Store;
 use super::workload::{Increment, Outcome, Workload, outcome_counts};
 
@@ -56,18 +58,7 @@ fn epoch_of(fence: u64) -> u64 {
 }
 
 pub fn run(test: &str, heal: Heal) {
-    let rounds: usize = std::env::var("RA_CHAOS_REPEAT")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
-    for round in 1..=rounds {
-        if rounds > 1 {
-            println!("{test}: round {round} of {rounds}");
-        }
-        if !run_once(test, heal) {
-            return;
-        }
-    }
+    repeat_rounds(test, || run_once(test, heal));
 }
 
 fn run_once(test: &str, heal: Heal) -> bool {
@@ -109,10 +100,7 @@ fn run_once(test: &str, heal: Heal) -> bool {
         tcp_us = heal_us;
     }
 
-    let logs = logs_of(&lab);
-    let history = store.history();
-    let incs = workload.increments();
-    let holds_all = holds(&cs_records(&lab.cs_file()));
+    let (logs, history, incs, holds_all) = gather(&lab, &store, &workload);
     let title = format!(
         "{victim_addr}'s inbound dropped, it asks {:.2} s later; {}",
         ASK_AFTER_CUT.as_secs_f64(),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::lab::{Lab, NodeOpts, lab_or_skip, now_us};
 use super::logs::{self, ActiveSet, clock};
-use super::scenario::{FORMED_WITHIN, common_set, logs_of, secs, wait_until};
+use super::scenario::{FORMED_WITHIN, common_set, logs_of, repeat_rounds, secs, wait_until};
 use super::store::{self, OpKind, Store};
 use super::workload::{Outcome, Workload};
 
@@ -53,18 +53,7 @@ fn one_active_set(lab: &Lab) -> Option<ActiveSet> {
 /// it N times (a fresh lab each time, stopping at the first failure), to chase a
 /// race.
 pub fn run(test: &str, fault: Fault, victim: usize) {
-    let rounds: usize = std::env::var("RA_CHAOS_REPEAT")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1);
-    for round in 1..=rounds {
-        if rounds > 1 {
-            println!("{test}: round {round} of {rounds}");
-        }
-        if !run_once(test, fault, victim) {
-            return;
-        }
-    }
+    repeat_rounds(test, || run_once(test, fault, victim));
 }
 
 /// One run; false if the lab could not run here (skipped).

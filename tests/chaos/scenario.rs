@@ -11,8 +11,41 @@ use std::time::{Duration, Instant};
 
 use super::lab::{Lab, NodeOpts};
 use super::logs::{self, ActiveSet, NodeLog, clock};
-use super::store::{self, Op, OpKind, WriteOutcome};
-use super::workload::{Increment, Outcome};
+use super::store::{self, Op, OpKind, Store, WriteOutcome};
+use super::workload::{Increment, Outcome, Workload};
+
+/// Run `once` as many times as `RA_CHAOS_REPEAT` says (1 by default), each in
+/// a fresh lab, to chase a race; stop when a round returns false (skipped).
+pub fn repeat_rounds(test: &str, mut once: impl FnMut() -> bool) {
+    let rounds: usize = std::env::var("RA_CHAOS_REPEAT")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("{test}: round {round} of {rounds}");
+        }
+        if !once() {
+            return;
+        }
+    }
+}
+
+/// What a scenario reads back once its load has stopped: every node's log,
+/// the store's history, the clients' increments and the holds in the shared
+/// file, in that order.
+pub fn gather(
+    lab: &Lab,
+    store: &Store,
+    workload: &Workload,
+) -> (Vec<NodeLog>, Vec<Op>, Vec<Increment>, Vec<logs::Hold>) {
+    (
+        logs_of(lab),
+        store.history(),
+        workload.increments(),
+        logs::holds(&logs::cs_records(&lab.cs_file())),
+    )
+}
 
 /// Nodes form a cluster (founding takes 4 s) within this.
 pub const FORMED_WITHIN: Duration = Duration::from_secs(30);
@@ -275,6 +308,25 @@ impl<'a> Report<'a> {
 
     /// Print the report, write it and the store's history to the lab's
     /// directory, and fail the test (keeping the directory) if any oracle failed.
+    /// Every client that failed, the store's accounting, then
+    /// [`Report::finish_checked`].
+    pub fn conclude(mut self, history: &[Op], incs: &[Increment], logs: &[NodeLog]) {
+        for inc in incs {
+            if let Outcome::Failed(why) = &inc.outcome {
+                self.fail(format!("{} failed: {why}", inc.client));
+            }
+        }
+        self.store_accounting(history, incs);
+        self.finish_checked(logs, history);
+    }
+
+    /// No panic in any log, `ra check --logs` clean, then [`Report::finish`].
+    pub fn finish_checked(mut self, logs: &[NodeLog], history: &[Op]) {
+        self.no_panics(logs);
+        self.ra_check(logs);
+        self.finish(history);
+    }
+
     pub fn finish(mut self, history: &[Op]) {
         println!("{}", self.text);
         let _ = std::fs::write(
