@@ -26,6 +26,8 @@ pub const STALL: Duration = Duration::from_secs(1);
 /// Watched after each stall for a verdict on it: SWIM's suspicion would have
 /// run out by then.
 const AFTER_STALL: Duration = Duration::from_secs(2);
+/// One stall and the watch after it: `--stall-seconds` counts these.
+pub const STALL_ROUND: Duration = STALL.saturating_add(AFTER_STALL);
 
 impl Cluster {
     /// A newcomer joins and leaves; another joins and crashes. Each is timed until
@@ -204,7 +206,7 @@ impl Cluster {
             let (addr, others) = self.everyone_but(victim);
             self.drain();
             self.members[victim].pause(STALL)?;
-            let deadline = Instant::now() + STALL + AFTER_STALL;
+            let deadline = Instant::now() + STALL_ROUND;
             while Instant::now() < deadline {
                 let Ok((_, who, event)) = self.next(deadline, "a verdict on a stall").await else {
                     break;

@@ -108,10 +108,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     } else {
         vec![args.nodes]
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = bench_runtime()?;
     let mut rows = Vec::new();
     let mut failure = None;
     for &nodes in &sizes {
@@ -153,12 +150,18 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `--node`: acquire and release through a running node's API, p50 and p99.
-fn time_running_node(node: &str, args: &BenchArgs) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+/// The benchmark's own runtime: one thread, as a node's
+/// ([`crate::runtime::node_runtime`]) and as `ra lock`'s.
+fn bench_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("cannot start the tokio runtime")?;
+        .context("cannot start the tokio runtime")
+}
+
+/// `--node`: acquire and release through a running node's API, p50 and p99.
+fn time_running_node(node: &str, args: &BenchArgs) -> Result<ExitCode> {
+    let runtime = bench_runtime()?;
     let timed = u64::from(args.entries);
     let warmup = (timed / 10).clamp(10, 500);
     let samples = runtime.block_on(async {
@@ -316,7 +319,8 @@ async fn measure_membership(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
             .await
             .context("stopping a member until it is declared failed")?;
     }
-    let rounds = usize::try_from(args.stall_seconds.div_ceil(3)).unwrap_or(usize::MAX);
+    let round = membership::STALL_ROUND.as_secs().max(1);
+    let rounds = usize::try_from(args.stall_seconds.div_ceil(round)).unwrap_or(usize::MAX);
     cluster
         .stalls(row, rounds)
         .await
