@@ -438,6 +438,9 @@ pub enum Event {
         lamport: u64,
         #[serde(with = "millis")]
         waited: Duration,
+        /// Passed on within the hold of `request_id`, without asking again.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        handed_on: bool,
     },
     Exit {
         lock: LockName,

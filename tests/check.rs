@@ -394,6 +394,7 @@ fn enter(request_id: u64, token: u64) -> Event {
         fence: Fence::from_token(token),
         lamport: 1,
         waited: std::time::Duration::ZERO,
+        handed_on: false,
     }
 }
 

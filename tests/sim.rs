@@ -84,7 +84,9 @@ fn check(test: &str, mix: Mix, default_count: u64) -> Summary {
         "{test}: {} schedules (seeds {first}..{}) in {:.1?}: {} entries, {} with partitions, {} false suspicions, \
          {} fenced overlaps, {} stale fences, {} split-cluster overlaps, {} minority entries, \
          {} faults skipped to keep a quorum, {} spectator requests left waiting for a seat, \
-         {} requests stranded (every seed gone), max overtaken {}, {:.2} mutex messages per entry, \
+         {} requests stranded (every seed gone), max overtaken {}, \
+         {} tickets checked against the bound per other origin (most entries by one while one waited: {}), \
+         {} entries handed on within a hold, {:.2} mutex messages per entry, \
          {} replies expired and asked again, {} locks lost by their holders, {} tickets cancelled, \
          {} healthy members evicted ({} more by votes carried over from a fault)",
         summary.reports.len(),
@@ -106,6 +108,14 @@ fn check(test: &str, mix: Mix, default_count: u64) -> Summary {
             .map(|r| r.stats.max_overtaken)
             .max()
             .unwrap_or(0),
+        total(|r| r.stats.tickets_bounded),
+        summary
+            .reports
+            .iter()
+            .map(|r| r.stats.max_ticket_overtaken_by_one)
+            .max()
+            .unwrap_or(0),
+        total(|r| r.stats.handed_on),
         total(|r| r.stats.mutex_messages) as f64 / total(|r| r.stats.entries).max(1) as f64,
         total(|r| r.stats.expired_replies),
         total(|r| r.stats.losses),
@@ -720,7 +730,7 @@ fn partition_schedules() {
 #[test]
 fn broken_rules_are_caught() {
     // (name, the switch, what must show up)
-    let broken: [(&str, Mutations, &str, Mix); 4] = [
+    let broken: [(&str, Mutations, &str, Mix); 6] = [
         (
             "granting without the view check",
             Mutations {
@@ -760,6 +770,28 @@ fn broken_rules_are_caught() {
             },
             "went back",
             Mix::Hostile(Hostility::Insider),
+        ),
+        (
+            // A hold outliving its grants' leases: its node may have been
+            // evicted meanwhile, and another holder let in.
+            "handing a hold on past its grants' leases",
+            Mutations {
+                hand_on_past_lease: true,
+                ..Mutations::default()
+            },
+            "evicted it",
+            Mix::Everything,
+        ),
+        (
+            // One origin served again and again inside one hold: others wait
+            // beyond the bound.
+            "handing a hold on without taking turns",
+            Mutations {
+                hand_on_without_turns: true,
+                ..Mutations::default()
+            },
+            "per other origin",
+            Mix::Everything,
         ),
     ];
     for (name, mutations, symptom, mix) in broken {
@@ -1004,6 +1036,26 @@ fn scenario_five_contend_with_a_cap_of_three() {
     assert!(
         per_node.iter().all(|n| *n == 20),
         "every node served all 20 requests: {per_node:?}"
+    );
+    // Every node got its share while all contended: when the first finished
+    // its 20, each other had nearly as many (a member's hold passes on to the
+    // spectator it carries; before, that member's spectator had about half).
+    let first_done = (0..5)
+        .filter_map(|slot| entries(&report, slot).last().map(|(t, _)| *t))
+        .min()
+        .expect("entries");
+    let by_then: Vec<usize> = (0..5)
+        .map(|slot| {
+            entries(&report, slot)
+                .iter()
+                .filter(|(t, _)| *t <= first_done)
+                .count()
+        })
+        .collect();
+    println!("entries per node when the first was done: {by_then:?}");
+    assert!(
+        by_then.iter().all(|n| *n >= 18),
+        "a node fell behind while all contended: {by_then:?}"
     );
     // The spectators were served while the members still contended, not after.
     let last_member_entry = (0..3)

@@ -460,6 +460,7 @@ fn trace_survives_restarts_and_missing_logs() {
                 fence: Fence { epoch: 1, seq: 1 },
                 lamport: 7,
                 waited: Duration::from_micros(400),
+                handed_on: false,
             },
         ),
     ]

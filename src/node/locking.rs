@@ -26,6 +26,9 @@ pub(super) struct LockSlot {
     /// take turns instead of one burst going first ([`Origin`]).
     turns: BTreeMap<Origin, u64>,
     entries: u64,
+    /// Origins that entered in the current hold: the hold passes on to each
+    /// other origin in line once ([`Node::hand_on`]), never to one twice.
+    entered_this_hold: BTreeSet<Origin>,
 }
 
 /// Whose ticket: this node's own clients (`None`), or a spectator it carries.
@@ -108,10 +111,12 @@ pub struct PendingStatus {
 impl LockSlot {
     /// Put first in line the oldest ticket of the origin that entered least
     /// recently; `origins` are the line's origins, in line order.
-    fn next_turn_first(&mut self, origins: &[Origin]) {
+    /// Among origins `eligible` says may go, so; false if none may.
+    fn next_turn_first(&mut self, origins: &[Origin], eligible: impl Fn(&Origin) -> bool) -> bool {
         let due = origins
             .iter()
             .enumerate()
+            .filter(|(_, origin)| eligible(origin))
             .min_by_key(|(index, origin)| (self.turns.get(origin).copied().unwrap_or(0), *index))
             .map(|(index, _)| index);
         if let Some(index) = due.filter(|i| *i > 0)
@@ -123,6 +128,7 @@ impl LockSlot {
         // small as the line; one that comes back waits its turn like a newcomer.
         let waiting: BTreeSet<&Origin> = origins.iter().collect();
         self.turns.retain(|origin, _| waiting.contains(origin));
+        due.is_some()
     }
 
     /// `origin` entered: it goes to the back of the turns. Origins with
@@ -140,6 +146,7 @@ impl LockSlot {
             last_granted: None,
             turns: BTreeMap::new(),
             entries: 0,
+            entered_this_hold: BTreeSet::new(),
         }
     }
 
@@ -385,7 +392,7 @@ impl Node {
         if !slot.ra.is_idle() || slot.line.is_empty() {
             return;
         }
-        slot.next_turn_first(&origins);
+        slot.next_turn_first(&origins, |_| true);
         // Ticking first makes the stamp later than every request we granted so far.
         let timestamp = self.clock.tick();
         let pending = slot.ra.issue(id, timestamp, set, now);
@@ -879,48 +886,130 @@ impl Node {
                 });
             }
             EnterOutcome::Entered(fence) => {
-                let State::Holding { id, timestamp, .. } = *slot.ra.state() else {
-                    return;
-                };
-                let Some(waiter) = slot.line.pop_front() else {
-                    // Unreachable: a request is only out for a waiting ticket.
-                    return;
-                };
-                let origin = self.proxy.origin_of(waiter.ticket);
-                let Some(slot) = self.locks.get_mut(lock) else {
-                    return;
-                };
-                slot.took_turn(origin);
-                slot.holder = Some(Holder {
-                    ticket: waiter.ticket,
-                    fence,
-                    since: now,
-                    lost: false,
-                });
-                let lamport = self.clock.tick();
-                self.emit(Event::Enter {
-                    lock: lock.clone(),
-                    ticket: waiter.ticket,
-                    request_id: id,
-                    timestamp,
-                    fence,
-                    lamport,
-                    waited: now.saturating_sub(waiter.asked_at),
-                });
-                self.out.push(Output::Granted {
-                    lock: lock.clone(),
-                    ticket: waiter.ticket,
-                    fence,
-                });
-                let quorum_gone = self
-                    .active_set
-                    .as_ref()
-                    .is_some_and(|set| !quorum_alive(set, |p| *p == self.me || self.is_usable(p)));
-                if quorum_gone {
-                    self.lose_holder(lock, LossReason::QuorumLost);
-                }
+                slot.entered_this_hold.clear();
+                self.let_in_front(lock, fence, false);
             }
         }
+    }
+
+    /// The first ticket in line enters under `fence`, by a hold of its own
+    /// or `handed_on` within the current one.
+    fn let_in_front(&mut self, lock: &LockName, fence: Fence, handed_on: bool) {
+        let now = self.now;
+        let Some(slot) = self.locks.get_mut(lock) else {
+            return;
+        };
+        let State::Holding { id, timestamp, .. } = *slot.ra.state() else {
+            return;
+        };
+        let Some(waiter) = slot.line.pop_front() else {
+            // Unreachable: a request is only out, or a hold handed on, for a
+            // waiting ticket.
+            return;
+        };
+        let origin = self.proxy.origin_of(waiter.ticket);
+        let Some(slot) = self.locks.get_mut(lock) else {
+            return;
+        };
+        slot.took_turn(origin);
+        slot.entered_this_hold.insert(origin);
+        slot.holder = Some(Holder {
+            ticket: waiter.ticket,
+            fence,
+            since: now,
+            lost: false,
+        });
+        let lamport = self.clock.tick();
+        self.emit(Event::Enter {
+            lock: lock.clone(),
+            ticket: waiter.ticket,
+            request_id: id,
+            timestamp,
+            fence,
+            lamport,
+            waited: now.saturating_sub(waiter.asked_at),
+            handed_on,
+        });
+        self.out.push(Output::Granted {
+            lock: lock.clone(),
+            ticket: waiter.ticket,
+            fence,
+        });
+        let quorum_gone = self
+            .active_set
+            .as_ref()
+            .is_some_and(|set| !quorum_alive(set, |p| *p == self.me || self.is_usable(p)));
+        if quorum_gone {
+            self.lose_holder(lock, LossReason::QuorumLost);
+        }
+    }
+
+    /// A hold passes from one local ticket to the next without a round of
+    /// requests, once to each origin in line that has not entered in it yet
+    /// (this node's clients count as one origin, each spectator it carries as
+    /// another). So a member carrying spectators gets one entry per origin for
+    /// each of its holds, and every node, seated or not, gets its turn as
+    /// often as every other; a spectator's entry then costs its three
+    /// messages alone. Every other member's request still waits for at most
+    /// two of this node's holds, so each other node overtakes a waiting
+    /// ticket at most twice (README, "Every node gets in").
+    ///
+    /// Not after the hold was lost, outside the running state, under an epoch
+    /// that is no longer ours, or once the grants' leases ran out
+    /// ([`RicartAgrawala::hand_on`]).
+    fn hand_on(&mut self, lock: &LockName, from: &Holder) -> bool {
+        let our_epoch = self
+            .active_set
+            .as_ref()
+            .is_some_and(|s| s.contains(&self.me) && s.epoch == from.fence.epoch);
+        if from.lost
+            || !our_epoch
+            || self.life != Life::Running
+            || self.pending_merge.is_some()
+            || self.voted_to_remove(&self.me)
+        {
+            return false;
+        }
+        let now = self.now;
+        let Some(slot) = self.locks.get(lock) else {
+            return false;
+        };
+        let origins: Vec<Origin> = slot
+            .line
+            .iter()
+            .map(|w| self.proxy.origin_of(w.ticket))
+            .collect();
+        let Some(slot) = self.locks.get_mut(lock) else {
+            return false;
+        };
+        let mut entered = std::mem::take(&mut slot.entered_this_hold);
+        if self.settings.mutations.hand_on_without_turns() {
+            entered.clear();
+        }
+        let found = slot.next_turn_first(&origins, |o| !entered.contains(o));
+        slot.entered_this_hold = entered;
+        if !found {
+            return false;
+        }
+        let now = if self.settings.mutations.hand_on_past_lease() {
+            Duration::ZERO
+        } else {
+            now
+        };
+        let Some(fence) = slot.ra.hand_on(now) else {
+            return false;
+        };
+        let lamport = self.clock.tick();
+        self.emit(Event::Exit {
+            lock: lock.clone(),
+            ticket: from.ticket,
+            fence: from.fence,
+            lamport,
+            held: now.saturating_sub(from.since),
+            released: Vec::new(),
+        });
+        self.let_in_front(lock, fence, true);
+        true
     }
 
     pub(super) fn exit_cs(&mut self, lock: &LockName) {
@@ -929,6 +1018,12 @@ impl Node {
             return;
         };
         let Some(holder) = slot.holder.take() else {
+            return;
+        };
+        if self.hand_on(lock, &holder) {
+            return;
+        }
+        let Some(slot) = self.locks.get_mut(lock) else {
             return;
         };
         let Some((fence, due)) = slot.ra.exit() else {

@@ -21,6 +21,11 @@ pub struct Mutations {
     /// Merge clocks as the first version did, `max(seen) + 1` wrapping and
     /// with no bound on how far ahead a received clock may be.
     pub wrapping_clock: bool,
+    /// Pass a hold on however long ago the grants that let us in were given.
+    pub hand_on_past_lease: bool,
+    /// Pass a hold on to whoever is first in line, however often their
+    /// origin entered in it already.
+    pub hand_on_without_turns: bool,
 }
 
 /// Without the `sim` feature: nothing to switch on.
@@ -47,6 +52,12 @@ impl Mutations {
     pub(crate) fn wrapping_clock(self) -> bool {
         self.wrapping_clock
     }
+    pub(crate) fn hand_on_past_lease(self) -> bool {
+        self.hand_on_past_lease
+    }
+    pub(crate) fn hand_on_without_turns(self) -> bool {
+        self.hand_on_without_turns
+    }
 }
 
 #[cfg(not(feature = "sim"))]
@@ -64,6 +75,12 @@ impl Mutations {
         false
     }
     pub(crate) fn wrapping_clock(self) -> bool {
+        false
+    }
+    pub(crate) fn hand_on_past_lease(self) -> bool {
+        false
+    }
+    pub(crate) fn hand_on_without_turns(self) -> bool {
         false
     }
 }

@@ -65,6 +65,10 @@ pub enum State {
         id: u64,
         timestamp: u64,
         fence: Fence,
+        /// The earliest lease among the grants that let us in: until then no
+        /// granter helps evict us, so the hold may pass to another local
+        /// ticket ([`RicartAgrawala::hand_on`]).
+        valid_until: Duration,
     },
 }
 
@@ -443,6 +447,13 @@ impl RicartAgrawala {
             return EnterOutcome::Expired(expired);
         }
         let (id, timestamp, epoch) = (pending.id, pending.timestamp, pending.epoch);
+        // With no one to ask there is no grant to outlive.
+        let valid_until = pending
+            .granted
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(Duration::MAX);
         let base = Fence {
             epoch,
             seq: self.fence_seq_for(epoch),
@@ -455,8 +466,30 @@ impl RicartAgrawala {
             id,
             timestamp,
             fence,
+            valid_until,
         };
         EnterOutcome::Entered(fence)
+    }
+
+    /// Pass the hold to the next local ticket without asking again, under the
+    /// next fence. Only while every grant that let us in is within its lease:
+    /// no granter can have helped evict us yet, so this is exactly as safe as
+    /// entering now with those grants. `None` once the leases ran out (or the
+    /// epoch's fences did): then exit, and ask again.
+    pub fn hand_on(&mut self, now: Duration) -> Option<Fence> {
+        let State::Holding {
+            fence, valid_until, ..
+        } = &mut self.state
+        else {
+            return None;
+        };
+        if now >= *valid_until {
+            return None;
+        }
+        let next = fence.next()?;
+        *fence = next;
+        self.fence_seen = self.fence_seen.max(next);
+        Some(next)
     }
 
     /// Leave the critical section; returns the fence and the replies now due.
@@ -518,6 +551,8 @@ mod tests {
         local_active_sets: false,
         ignore_grant_lease: false,
         wrapping_clock: false,
+        hand_on_past_lease: false,
+        hand_on_without_turns: false,
     };
     const T0: Duration = Duration::ZERO;
     const LEASE: Option<Duration> = Some(Duration::from_millis(900));
@@ -771,6 +806,29 @@ mod tests {
         assert!(r.awaiting.is_empty());
         let third = entered(&mut c).expect("alone");
         assert!(third.token() > second.token());
+    }
+
+    /// A hold passes on under rising fences while the grants that let it in
+    /// are within their lease, and not a moment after; the reply sent on exit
+    /// carries the last fence given.
+    #[test]
+    fn a_hold_passes_on_only_within_its_grants_leases() {
+        let mut a = RicartAgrawala::new(pid(7001));
+        let p = a.issue(1, 1, &set(3, &[7001, 7002, 7003]), T0);
+        reply(&mut a, 7002, p.id, 3);
+        let late = Duration::from_millis(300);
+        a.on_reply(pid(7003), grant(p.id, 3, 0, Duration::ZERO), late, LEASE);
+        let first = entered(&mut a).expect("granted");
+        // The earliest lease decides: 7002's, asked at T0, ends at 900 ms.
+        let second = a.hand_on(Duration::from_millis(899)).expect("within");
+        assert!(second > first);
+        assert_eq!(a.fence_seen(), second);
+        assert_eq!(a.hand_on(Duration::from_millis(900)), None);
+        let (fence, _) = a.exit().expect("holding");
+        assert_eq!(fence, second);
+        assert_eq!(a.fence_seq_for(3), second.seq);
+        // Not holding: nothing to pass on.
+        assert_eq!(a.hand_on(T0), None);
     }
 
     /// The late grant of a one-way cut: the reply was sent at once but sat in

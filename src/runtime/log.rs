@@ -898,11 +898,17 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             fence,
             lamport,
             waited,
+            handed_on,
             ..
         } => format!(
-            "{lock}: ENTER (ticket {}), fence {fence}, Lamport {lamport}, waited {:.1} ms",
+            "{lock}: ENTER (ticket {}), fence {fence}, Lamport {lamport}, waited {:.1} ms{}",
             TicketNo(*ticket),
-            ms(*waited)
+            ms(*waited),
+            if *handed_on {
+                "; handed on within this node's hold"
+            } else {
+                ""
+            }
         ),
         Event::Exit {
             lock,
@@ -1160,6 +1166,7 @@ mod tests {
                 fence: Fence { epoch: 2, seq: 5 },
                 lamport: 40,
                 waited: Duration::from_micros(1500),
+                handed_on: true,
             },
             Event::Dropped {
                 what: DroppedWhat::Message,

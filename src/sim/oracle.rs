@@ -12,9 +12,17 @@
 //! - Fencing: each entry's fence is larger than the previous entry's, unless the
 //!   later entry is by a stale holder.
 //! - The epoch check: a reply is only ever sent under the replier's own epoch.
-//! - Bounded waiting: while the active set stays the same, a request is overtaken
-//!   at most twice by each other member (once by a request stamped before it, once
-//!   by one stamped after it but granted before it reached the granter).
+//! - Bounded waiting, for requests: while the active set stays the same, a
+//!   request is overtaken by at most two holds of each other member (once by a
+//!   request stamped before it, once by one stamped after it but granted
+//!   before it reached the granter).
+//! - Bounded waiting, for tickets, spectators' included: while membership
+//!   stays still (no failure, return, rename, reissue or new set), from the moment a ticket stands in a member's line until it
+//!   enters, every other origin enters that lock at most twice. An origin is
+//!   a member's own clients, or a spectator through the member carrying it: a
+//!   hold is passed on to each origin in the member's line once. A spectator
+//!   has one origin, but for a while after it moves (it got a seat, or its
+//!   member fell silent) the tickets it left behind make a second.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -44,6 +52,35 @@ struct TrackedRequest {
     overtaken: usize,
 }
 
+/// A ticket in a member's line, for the per-node bound.
+#[derive(Clone, Debug)]
+struct TrackedTicket {
+    /// The node whose client it is: the member, or the spectator it serves.
+    node: ProcessId,
+    cluster: Option<ProcessId>,
+    epoch: u64,
+    asked_at: Duration,
+    /// The cluster's membership count of changes when it was asked.
+    flux: u64,
+    /// The epoch changed while it waited.
+    unstable: bool,
+    /// Entries by each other origin while it waited: (node, the member that
+    /// entered for it).
+    overtaken_by: BTreeMap<(ProcessId, ProcessId), usize>,
+}
+
+/// One entry, as the checks read it.
+struct Entry<'a> {
+    lock: &'a LockName,
+    ticket: u64,
+    request_id: u64,
+    fence: Fence,
+    handed_on: bool,
+}
+
+/// Entries by one other origin that a waiting ticket may see.
+pub const TICKET_OVERTAKES_PER_NODE: usize = 2;
+
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub entries: u64,
@@ -55,6 +92,12 @@ pub struct Stats {
     pub stale_fences: u64,
     pub minority_entries: u64,
     pub max_overtaken: usize,
+    /// The most entries one other node made while a ticket waited.
+    pub max_ticket_overtaken_by_one: usize,
+    /// Tickets checked against the per-node bound (the epoch held still).
+    pub tickets_bounded: u64,
+    /// Entries passed on within a hold, without a round of requests.
+    pub handed_on: u64,
     pub mutex_messages: u64,
     pub false_suspicions: u64,
     pub set_changes: u64,
@@ -86,6 +129,13 @@ pub struct Oracle {
     /// The last entry of each lock in each cluster (fences are per cluster).
     last_entry: BTreeMap<(Option<ProcessId>, LockName), (ProcessId, Fence)>,
     requests: BTreeMap<(ProcessId, LockName, u64), TrackedRequest>,
+    /// Tickets in members' lines, by (member, lock, ticket).
+    tickets: BTreeMap<(ProcessId, LockName, u64), TrackedTicket>,
+    /// Whose each ticket a member serves for a spectator is: (member, ticket).
+    serving: BTreeMap<(ProcessId, u64), ProcessId>,
+    /// Membership events seen in each cluster so far: the per-node bound holds
+    /// while nobody fails, comes back, is renamed, reissues or changes sets.
+    flux: BTreeMap<Option<ProcessId>, u64>,
     /// For each process removed from the active set while it ran: every
     /// decision that did so.
     evicted: BTreeMap<ProcessId, Vec<Eviction>>,
@@ -109,6 +159,23 @@ impl Oracle {
         event: &Event,
         running: impl Fn(&ProcessId) -> bool,
     ) {
+        if matches!(
+            event,
+            Event::ActiveSetInstalled { .. }
+                | Event::MemberFailed { .. }
+                | Event::MemberLeft { .. }
+                | Event::ProcessGone { .. }
+                | Event::MemberRestarted { .. }
+                | Event::MemberBack { .. }
+                | Event::MemberRenamed { .. }
+                | Event::Rejoined { .. }
+                | Event::ProposalStarted { .. }
+                | Event::Reissued { .. }
+                | Event::Withdrawn { .. }
+                | Event::Paused { .. }
+        ) {
+            *self.flux.entry(cluster).or_default() += 1;
+        }
         match event {
             Event::MemberFailed { member, .. } if running(member) => {
                 self.stats.false_suspicions += 1
@@ -181,16 +248,64 @@ impl Oracle {
             } => {
                 self.requests.remove(&(at, lock.clone(), *request_id));
             }
+            Event::Serving {
+                ticket, spectator, ..
+            } => {
+                self.serving.insert((at, *ticket), *spectator);
+            }
+            Event::Asked {
+                lock,
+                ticket,
+                try_only: false,
+                ..
+            } => {
+                if let Some(epoch) = self.epoch_of.get(&at).copied() {
+                    let node = self.serving.get(&(at, *ticket)).copied().unwrap_or(at);
+                    self.tickets.insert(
+                        (at, lock.clone(), *ticket),
+                        TrackedTicket {
+                            node,
+                            cluster,
+                            epoch,
+                            asked_at: now,
+                            flux: self.flux.get(&cluster).copied().unwrap_or(0),
+                            unstable: false,
+                            overtaken_by: BTreeMap::new(),
+                        },
+                    );
+                }
+            }
+            // A spectator's ticket waits in a member's line, not its own.
+            Event::Forwarded { lock, ticket, .. }
+            | Event::Cancelled { lock, ticket }
+            | Event::Refused { lock, ticket, .. } => {
+                if matches!(event, Event::Cancelled { .. }) {
+                    self.stats.cancelled += 1;
+                }
+                self.tickets.remove(&(at, lock.clone(), *ticket));
+                self.serving.remove(&(at, *ticket));
+            }
             Event::RequestSent { .. } => self.stats.mutex_messages += 1,
             Event::ReplyExpired { .. } => self.stats.expired_replies += 1,
             Event::Lost { fence: Some(_), .. } => self.stats.losses += 1,
-            Event::Cancelled { .. } => self.stats.cancelled += 1,
             Event::Enter {
                 lock,
+                ticket,
                 request_id,
                 fence,
+                handed_on,
                 ..
-            } => self.on_enter(now, at, cluster, lock, *request_id, *fence),
+            } => {
+                let entry = Entry {
+                    lock,
+                    ticket: *ticket,
+                    request_id: *request_id,
+                    fence: *fence,
+                    handed_on: *handed_on,
+                };
+                self.on_enter(now, at, cluster, &entry);
+                self.on_ticket_entered(at, cluster, &entry);
+            }
             Event::Exit { lock, .. } => {
                 self.holders.remove(&(lock.clone(), at));
             }
@@ -202,6 +317,64 @@ impl Oracle {
     pub fn on_stop(&mut self, process: ProcessId) {
         self.holders.retain(|(_, p), _| *p != process);
         self.requests.retain(|(p, _, _), _| *p != process);
+        self.tickets.retain(|(p, _, _), _| *p != process);
+    }
+
+    /// Count the entry against every other node's waiting tickets, and check
+    /// the entering ticket's own wait.
+    fn on_ticket_entered(&mut self, at: ProcessId, cluster: Option<ProcessId>, entry: &Entry) {
+        let Entry {
+            lock,
+            ticket,
+            fence,
+            ..
+        } = *entry;
+        let node = self.serving.remove(&(at, ticket)).unwrap_or(at);
+        // A ticket waits for its own node's older tickets first: the bound
+        // counts from when it is the oldest of its node in that line.
+        let mut seen = BTreeSet::new();
+        for ((member, name, _), waiting) in self.tickets.iter_mut() {
+            if name != lock {
+                continue;
+            }
+            // Keys are in ticket order within a member: the first of each
+            // node is its front.
+            if !seen.insert((*member, waiting.node)) {
+                continue;
+            }
+            if waiting.cluster != cluster || waiting.node == node {
+                continue;
+            }
+            if waiting.epoch == fence.epoch {
+                *waiting.overtaken_by.entry((node, at)).or_default() += 1;
+            } else {
+                waiting.unstable = true;
+            }
+        }
+        let Some(entered) = self.tickets.remove(&(at, lock.clone(), ticket)) else {
+            return;
+        };
+        let flux = self.flux.get(&cluster).copied().unwrap_or(0);
+        if entered.unstable || entered.epoch != fence.epoch || entered.flux != flux {
+            return;
+        }
+        self.stats.tickets_bounded += 1;
+        let worst = entered
+            .overtaken_by
+            .iter()
+            .max_by_key(|(_, count)| **count)
+            .map(|(p, c)| (*p, *c));
+        if let Some((by, count)) = worst {
+            self.stats.max_ticket_overtaken_by_one =
+                self.stats.max_ticket_overtaken_by_one.max(count);
+            if count > TICKET_OVERTAKES_PER_NODE {
+                let (by, via) = by;
+                self.violations.push(format!(
+                    "{}'s ticket {ticket} for {lock} in {at}'s line (since {:?}) saw {by} enter {count} times through {via}; the bound is {TICKET_OVERTAKES_PER_NODE} per other origin",
+                    entered.node, entered.asked_at
+                ));
+            }
+        }
     }
 
     /// Entered before a decision that evicted it while it ran, under an older
@@ -225,11 +398,19 @@ impl Oracle {
         now: Duration,
         at: ProcessId,
         cluster: Option<ProcessId>,
-        lock: &LockName,
-        request_id: u64,
-        fence: Fence,
+        entry: &Entry,
     ) {
+        let Entry {
+            lock,
+            request_id,
+            fence,
+            handed_on,
+            ..
+        } = *entry;
         self.stats.entries += 1;
+        if handed_on {
+            self.stats.handed_on += 1;
+        }
         let after_eviction = self.evicted.get(&at).and_then(|evictions| {
             evictions
                 .iter()
@@ -298,7 +479,8 @@ impl Oracle {
         for ((requester, name, _), request) in self.requests.iter_mut() {
             // Entries in another cluster (a split) or of another lock compete for
             // another critical section.
-            if *requester == at || name != lock || request.cluster != cluster {
+            // A hold passed on is not a new hold: the bound counts holds.
+            if *requester == at || name != lock || request.cluster != cluster || handed_on {
                 continue;
             }
             if request.epoch == fence.epoch {

@@ -217,7 +217,9 @@ impl Row {
                 .column("handoff µs"),
             Metric::new("messages_per_entry", "messages per entry", "", 3)
                 .value(self.messages_per_entry())
-                .goal(Goal::Exactly(expected_messages))
+                // Fewer when a member passes its hold on to the spectators
+                // it carries: those entries cost no Ricart–Agrawala message.
+                .goal(Goal::AtMost(expected_messages))
                 .column("msg/entry"),
             Metric::new("entries_spread", "entries per node, most / fewest", "", 2)
                 .maybe(self.entries_spread())
@@ -677,7 +679,7 @@ pub fn sweep_table(rows: &[Row], args: &BenchArgs) -> String {
     let stall = super::membership::STALL.as_secs();
     out.push_str(&format!(
         "\n  targets: acquire p50 <= {ACQUIRE_P50_US} µs, via the API p50 <= {CLIENT_PATH_US} µs, throughput >= {THROUGHPUT_PER_S}/s, handoff p50 <= {HANDOFF_P50_US} µs,\n  \
-         messages per entry = 2(active-1), join <= {JOIN_MS} ms, leave <= {LEAVE_MS} ms, crash detection <= {CRASH_DETECT_MS} ms, failover <= {FAILOVER_MS} ms,\n  \
+         messages per entry <= 2(active-1), join <= {JOIN_MS} ms, leave <= {LEAVE_MS} ms, crash detection <= {CRASH_DETECT_MS} ms, failover <= {FAILOVER_MS} ms,\n  \
          host loss detection <= {HOST_LOSS_MS} ms, no {stall} s stall declared a failure, rss <= {RSS_KB} kB, idle cpu <= {IDLE_CPU_PERCENT}%,\n  \
          100 names/s >= {NAMES_SPEEDUP}x the single name's, rss with many idle names <= {NAMES_RSS_KB} kB; * = missed.\n  \
          entries per node max/min <= {FAIRNESS}, no seat changes under contention.\n  \
