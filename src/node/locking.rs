@@ -6,6 +6,7 @@
 //! every lock, from a ticket's arrival to its release or loss; split, its steps
 //! would reach across files for the same fields.
 
+use super::lock_table::IdleLock;
 use super::*;
 use crate::event::{Expiry, RefusedReason, WithdrawReason};
 use crate::protocol::ricart_agrawala::{
@@ -138,7 +139,7 @@ impl LockSlot {
         self.turns.insert(origin, self.entries);
     }
 
-    fn new(me: ProcessId) -> Self {
+    pub(super) fn new(me: ProcessId) -> Self {
         Self {
             ra: RicartAgrawala::new(me),
             line: VecDeque::new(),
@@ -150,9 +151,23 @@ impl LockSlot {
         }
     }
 
-    /// Nothing going on here: only the last fence is worth remembering.
-    fn is_quiet(&self) -> bool {
-        self.ra.is_quiet() && self.line.is_empty() && self.holder.is_none()
+    /// Nothing going on here: only the last fence and grant are worth
+    /// remembering.
+    pub(super) fn at_rest(&self) -> Option<IdleLock> {
+        (self.ra.is_quiet() && self.line.is_empty() && self.holder.is_none()).then(|| IdleLock {
+            fence: self.ra.fence_seen(),
+            last_granted: self.last_granted,
+        })
+    }
+
+    /// An idle lock with something going on again. Its turns start empty, as
+    /// they would have been emptied with nothing in line.
+    pub(super) fn woken(me: ProcessId, idle: IdleLock) -> Self {
+        Self {
+            ra: RicartAgrawala::with_fence_seen(me, idle.fence),
+            last_granted: idle.last_granted,
+            ..Self::new(me)
+        }
     }
 
     pub(super) fn status(&self, name: &LockName) -> LockStatus {
@@ -183,10 +198,7 @@ impl LockSlot {
 
 impl Node {
     fn slot(&mut self, lock: &LockName) -> &mut LockSlot {
-        let me = self.me;
-        self.locks
-            .entry(lock.clone())
-            .or_insert_with(|| LockSlot::new(me))
+        self.locks.slot(lock)
     }
 
     // ---- tickets ---------------------------------------------------------
@@ -337,7 +349,7 @@ impl Node {
     /// Every client of this node loses its tickets (the node is leaving).
     pub(super) fn drop_all_tickets(&mut self) -> usize {
         let mut dropped = 0;
-        let names: Vec<LockName> = self.locks.keys().cloned().collect();
+        let names = self.locks.busy_names();
         for lock in names {
             let line = match self.locks.get_mut(&lock) {
                 Some(slot) => std::mem::take(&mut slot.line),
@@ -496,7 +508,7 @@ impl Node {
         let now = self.now;
         let due: Vec<(LockName, Vec<ProcessId>)> = self
             .locks
-            .iter()
+            .busy()
             .map(|(name, slot)| (name.clone(), slot.ra.expiring(now, margin)))
             .filter(|(_, members)| !members.is_empty())
             .collect();
@@ -1048,8 +1060,7 @@ impl Node {
     /// Forget locks with nothing going on whose fence belongs to an older epoch:
     /// their sequence no longer matters to anyone (a new epoch starts above it).
     pub(super) fn forget_quiet_locks(&mut self, epoch: u64) {
-        self.locks
-            .retain(|_, slot| !(slot.is_quiet() && slot.ra.fence_seen().epoch < epoch));
+        self.locks.forget_older_than(epoch);
         let set = self.active_set.clone();
         // Answers to peers outside the set, or from older epochs, will never be
         // resent as grants: forget them so the map stays small.
@@ -1068,7 +1079,7 @@ impl Node {
     /// spectator, the spectator reports).
     pub(super) fn holding(&self, max: usize) -> Vec<HeldLock> {
         self.locks
-            .iter()
+            .busy()
             .filter_map(|(name, slot)| {
                 slot.holder
                     .filter(|h| h.ticket < PROXY_TICKETS)

@@ -14,13 +14,14 @@
 //!
 //! The jobs are split by file: [`swim`] (who is alive), [`seating`] (the active
 //! set and its Paxos rounds), [`locking`] (Ricart–Agrawala per lock and the
-//! tickets), [`leaving`].
+//! tickets), [`lock_table`] (which locks keep their whole state), [`leaving`].
 //!
 //! Long because it is the node's one switchboard: the input match, the outputs, and
 //! the status it reports; each concern it dispatches to lives in its own file.
 
 mod evidence;
 mod leaving;
+mod lock_table;
 mod locking;
 mod proxy;
 mod recovery;
@@ -316,7 +317,7 @@ pub struct Node {
     highest_round: u32,
     change_wanted_since: Option<Duration>,
     next_proposal_at: Duration,
-    locks: BTreeMap<LockName, locking::LockSlot>,
+    locks: lock_table::LockTable,
     /// Locks whose line may be able to move (a request to issue).
     to_issue: BTreeSet<LockName>,
     next_request_id: u64,
@@ -428,7 +429,7 @@ impl Node {
             highest_round: 0,
             change_wanted_since: None,
             next_proposal_at: now,
-            locks: BTreeMap::new(),
+            locks: lock_table::LockTable::new(me),
             to_issue: BTreeSet::new(),
             next_request_id: 1,
             pending_merge: None,
@@ -508,22 +509,22 @@ impl Node {
     /// Tickets asked for and not yet given back (waiting or holding).
     pub fn outstanding_tickets(&self) -> usize {
         self.locks
-            .values()
-            .map(|slot| slot.line.len() + usize::from(slot.holder.is_some()))
+            .busy()
+            .map(|(_, slot)| slot.line.len() + usize::from(slot.holder.is_some()))
             .sum()
     }
 
     /// The Ricart–Agrawala state of one lock, if this node knows the lock.
     pub fn lock_state(&self, lock: &LockName) -> Option<&State> {
-        self.locks.get(lock).map(|slot| slot.ra.state())
+        self.locks.state(lock)
     }
 
     /// Tickets waiting for a lock (not holding it yet).
     pub fn waiting_tickets(&self) -> usize {
         let here: usize = self
             .locks
-            .values()
-            .map(|slot| {
+            .busy()
+            .map(|(_, slot)| {
                 slot.line
                     .iter()
                     .filter(|w| w.ticket < PROXY_TICKETS)
@@ -545,7 +546,7 @@ impl Node {
     /// The locks this node's clients hold right now.
     pub fn held_locks(&self) -> Vec<LockName> {
         self.locks
-            .iter()
+            .busy()
             .filter(|(_, slot)| slot.holder.is_some())
             .map(|(name, _)| name.clone())
             .collect()
@@ -571,11 +572,7 @@ impl Node {
             active_set: self.active_set.clone(),
             spectators: self.spectators(),
             clock: self.clock.now(),
-            locks: self
-                .locks
-                .iter()
-                .map(|(name, slot)| slot.status(name))
-                .collect(),
+            locks: self.locks.statuses(),
         }
     }
 
@@ -729,6 +726,7 @@ impl Node {
         }
         let now = self.now;
         self.leases.retain(|_, until| *until > now);
+        self.locks.settle();
     }
 
     /// The housekeeping timer fires every `tick`: a much longer gap means this
@@ -961,7 +959,7 @@ impl Node {
         }
         let asks: Vec<(LockName, ProcessId)> = self
             .locks
-            .iter()
+            .busy()
             .filter_map(|(name, slot)| Some((name, slot.ra.pending()?)))
             .flat_map(|(name, pending)| {
                 pending

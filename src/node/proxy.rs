@@ -124,7 +124,7 @@ impl Node {
         };
         let names: Vec<LockName> = self
             .locks
-            .iter()
+            .busy()
             .filter(|(_, slot)| !slot.line.is_empty() && slot.ra.is_idle())
             .map(|(name, _)| name.clone())
             .collect();

@@ -105,7 +105,7 @@ impl Node {
             abandoned: mine.cluster,
             joined: set.cluster,
         });
-        let names: Vec<LockName> = self.locks.keys().cloned().collect();
+        let names = self.locks.busy_names();
         for lock in &names {
             let Some(slot) = self.locks.get_mut(lock) else {
                 continue;
@@ -202,7 +202,7 @@ impl Node {
         if !seated {
             self.evict_holders();
         }
-        let names: Vec<LockName> = self.locks.keys().cloned().collect();
+        let names = self.locks.busy_names();
         for lock in names {
             // Requests held back under an older epoch: their requesters must hear
             // of the new set now rather than wait for our exit.

@@ -169,6 +169,14 @@ impl RicartAgrawala {
         }
     }
 
+    /// A lock known before, idle since: only its highest fence carries over.
+    pub fn with_fence_seen(me: ProcessId, fence_seen: Fence) -> Self {
+        Self {
+            fence_seen,
+            ..Self::new(me)
+        }
+    }
+
     pub fn state(&self) -> &State {
         &self.state
     }
