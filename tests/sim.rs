@@ -80,6 +80,7 @@ fn check(test: &str, mix: Mix, default_count: u64) -> Summary {
     let summary = run_many(mix, first, count);
     let failed: Vec<&Report> = summary.reports.iter().filter(|r| !r.passed()).collect();
     let total = |f: fn(&Report) -> u64| summary.reports.iter().map(f).sum::<u64>();
+    let most = |f: fn(&Report) -> usize| summary.reports.iter().map(f).max().unwrap_or(0);
     println!(
         "{test}: {} schedules (seeds {first}..{}) in {:.1?}: {} entries, {} with partitions, {} false suspicions, \
          {} fenced overlaps, {} stale fences, {} split-cluster overlaps, {} minority entries, \
@@ -102,19 +103,9 @@ fn check(test: &str, mix: Mix, default_count: u64) -> Summary {
         total(|r| r.skipped_faults),
         total(|r| r.spectators_waiting as u64),
         total(|r| r.stranded as u64),
-        summary
-            .reports
-            .iter()
-            .map(|r| r.stats.max_overtaken)
-            .max()
-            .unwrap_or(0),
+        most(|r| r.stats.max_overtaken),
         total(|r| r.stats.tickets_bounded),
-        summary
-            .reports
-            .iter()
-            .map(|r| r.stats.max_ticket_overtaken_by_one)
-            .max()
-            .unwrap_or(0),
+        most(|r| r.stats.max_ticket_overtaken_by_one),
         total(|r| r.stats.handed_on),
         total(|r| r.stats.mutex_messages) as f64 / total(|r| r.stats.entries).max(1) as f64,
         total(|r| r.stats.expired_replies),

@@ -17,7 +17,7 @@
 //!   request stamped before it, once by one stamped after it but granted
 //!   before it reached the granter).
 //! - Bounded waiting, for tickets, spectators' included: while membership
-//!   stays still (no failure, return, rename, reissue or new set), from the moment a ticket stands in a member's line until it
+//!   stays still (no failure, return, rename, reissue, lost lock or new set), from the moment a ticket stands in a member's line until it
 //!   enters, every other origin enters that lock at most twice. An origin is
 //!   a member's own clients, or a spectator through the member carrying it: a
 //!   hold is passed on to each origin in the member's line once. A spectator
@@ -173,6 +173,7 @@ impl Oracle {
                 | Event::Reissued { .. }
                 | Event::Withdrawn { .. }
                 | Event::Paused { .. }
+                | Event::Lost { .. }
         ) {
             *self.flux.entry(cluster).or_default() += 1;
         }
@@ -259,21 +260,22 @@ impl Oracle {
                 try_only: false,
                 ..
             } => {
-                if let Some(epoch) = self.epoch_of.get(&at).copied() {
-                    let node = self.serving.get(&(at, *ticket)).copied().unwrap_or(at);
-                    self.tickets.insert(
-                        (at, lock.clone(), *ticket),
-                        TrackedTicket {
-                            node,
-                            cluster,
-                            epoch,
-                            asked_at: now,
-                            flux: self.flux.get(&cluster).copied().unwrap_or(0),
-                            unstable: false,
-                            overtaken_by: BTreeMap::new(),
-                        },
-                    );
-                }
+                // Tracked even without a set yet (then never checked): it
+                // still stands ahead of its node's later tickets.
+                let epoch = self.epoch_of.get(&at).copied();
+                let node = self.serving.get(&(at, *ticket)).copied().unwrap_or(at);
+                self.tickets.insert(
+                    (at, lock.clone(), *ticket),
+                    TrackedTicket {
+                        node,
+                        cluster,
+                        epoch: epoch.unwrap_or(0),
+                        asked_at: now,
+                        flux: self.flux.get(&cluster).copied().unwrap_or(0),
+                        unstable: epoch.is_none(),
+                        overtaken_by: BTreeMap::new(),
+                    },
+                );
             }
             // A spectator's ticket waits in a member's line, not its own.
             Event::Forwarded { lock, ticket, .. }
