@@ -111,8 +111,8 @@ pub struct PendingStatus {
 
 impl LockSlot {
     /// Put first in line the oldest ticket of the origin that entered least
-    /// recently; `origins` are the line's origins, in line order.
-    /// Among origins `eligible` says may go, so; false if none may.
+    /// recently, among the origins `eligible` accepts; `origins` are the
+    /// line's origins, in line order. False if no origin in line is eligible.
     fn next_turn_first(&mut self, origins: &[Origin], eligible: impl Fn(&Origin) -> bool) -> bool {
         let due = origins
             .iter()
@@ -963,8 +963,8 @@ impl Node {
     /// each of its holds, and every node, seated or not, gets its turn as
     /// often as every other; a spectator's entry then costs its three
     /// messages alone. Every other member's request still waits for at most
-    /// two of this node's holds, so each other node overtakes a waiting
-    /// ticket at most twice (README, "Every node gets in").
+    /// two of this node's holds, so each other origin overtakes a waiting
+    /// ticket at most twice (README, "What it guarantees").
     ///
     /// Not after the hold was lost, outside the running state, under an epoch
     /// that is no longer ours, or once the grants' leases ran out
@@ -1003,29 +1003,41 @@ impl Node {
         if !found {
             return false;
         }
-        let now = if self.settings.mutations.hand_on_past_lease() {
+        // The broken rule reads the leases as if no time had passed.
+        let lease_clock = if self.settings.mutations.hand_on_past_lease() {
             Duration::ZERO
         } else {
             now
         };
-        let Some(fence) = slot.ra.hand_on(now) else {
+        let Some(fence) = slot.ra.hand_on(lease_clock) else {
             return false;
         };
-        let lamport = self.clock.tick();
-        self.emit(Event::Exit {
-            lock: lock.clone(),
-            ticket: from.ticket,
-            fence: from.fence,
-            lamport,
-            held: now.saturating_sub(from.since),
-            released: Vec::new(),
-        });
+        self.emit_exit(lock, from, from.fence, Vec::new());
         self.let_in_front(lock, fence, true);
         true
     }
 
+    /// `holder` left the critical section, releasing the deferred replies to
+    /// `released` (none when the hold passes on).
+    fn emit_exit(
+        &mut self,
+        lock: &LockName,
+        holder: &Holder,
+        fence: Fence,
+        released: Vec<ProcessId>,
+    ) {
+        let lamport = self.clock.tick();
+        self.emit(Event::Exit {
+            lock: lock.clone(),
+            ticket: holder.ticket,
+            fence,
+            lamport,
+            held: self.now.saturating_sub(holder.since),
+            released,
+        });
+    }
+
     pub(super) fn exit_cs(&mut self, lock: &LockName) {
-        let now = self.now;
         let Some(slot) = self.locks.get_mut(lock) else {
             return;
         };
@@ -1041,15 +1053,7 @@ impl Node {
         let Some((fence, due)) = slot.ra.exit() else {
             return;
         };
-        let lamport = self.clock.tick();
-        self.emit(Event::Exit {
-            lock: lock.clone(),
-            ticket: holder.ticket,
-            fence,
-            lamport,
-            held: now.saturating_sub(holder.since),
-            released: due.iter().map(|(p, _)| *p).collect(),
-        });
+        self.emit_exit(lock, &holder, fence, due.iter().map(|(p, _)| *p).collect());
         for (requester, deferred) in due {
             self.answer_deferred(requester, lock, deferred);
         }

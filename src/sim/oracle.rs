@@ -17,7 +17,8 @@
 //!   request stamped before it, once by one stamped after it but granted
 //!   before it reached the granter).
 //! - Bounded waiting, for tickets, spectators' included: while membership
-//!   stays still (no failure, return, rename, reissue, lost lock or new set), from the moment a ticket stands in a member's line until it
+//!   stays still (no failure, return, rename, reissue, lost lock or new set),
+//!   from the moment a ticket is its node's oldest in a member's line until it
 //!   enters, every other origin enters that lock at most twice. An origin is
 //!   a member's own clients, or a spectator through the member carrying it: a
 //!   hold is passed on to each origin in the member's line once. A spectator
@@ -52,7 +53,7 @@ struct TrackedRequest {
     overtaken: usize,
 }
 
-/// A ticket in a member's line, for the per-node bound.
+/// A ticket in a member's line, for the per-origin bound.
 #[derive(Clone, Debug)]
 struct TrackedTicket {
     /// The node whose client it is: the member, or the spectator it serves.
@@ -62,7 +63,8 @@ struct TrackedTicket {
     asked_at: Duration,
     /// The cluster's membership count of changes when it was asked.
     flux: u64,
-    /// The epoch changed while it waited.
+    /// Asked before its member had a set, or the epoch changed while it
+    /// waited: not judged.
     unstable: bool,
     /// Entries by each other origin while it waited: (node, the member that
     /// entered for it).
@@ -79,7 +81,7 @@ struct Entry<'a> {
 }
 
 /// Entries by one other origin that a waiting ticket may see.
-pub const TICKET_OVERTAKES_PER_NODE: usize = 2;
+pub const TICKET_OVERTAKES_PER_ORIGIN: usize = 2;
 
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
@@ -92,9 +94,9 @@ pub struct Stats {
     pub stale_fences: u64,
     pub minority_entries: u64,
     pub max_overtaken: usize,
-    /// The most entries one other node made while a ticket waited.
+    /// The most entries one other origin made while a ticket waited.
     pub max_ticket_overtaken_by_one: usize,
-    /// Tickets checked against the per-node bound (the epoch held still).
+    /// Tickets checked against the per-origin bound (membership held still).
     pub tickets_bounded: u64,
     /// Entries passed on within a hold, without a round of requests.
     pub handed_on: u64,
@@ -133,8 +135,9 @@ pub struct Oracle {
     tickets: BTreeMap<(ProcessId, LockName, u64), TrackedTicket>,
     /// Whose each ticket a member serves for a spectator is: (member, ticket).
     serving: BTreeMap<(ProcessId, u64), ProcessId>,
-    /// Membership events seen in each cluster so far: the per-node bound holds
-    /// while nobody fails, comes back, is renamed, reissues or changes sets.
+    /// Membership events seen in each cluster so far: the per-origin bound
+    /// holds while nobody fails, comes back, is renamed, reissues, loses a lock
+    /// or changes sets.
     flux: BTreeMap<Option<ProcessId>, u64>,
     /// For each process removed from the active set while it ran: every
     /// decision that did so.
@@ -369,10 +372,10 @@ impl Oracle {
         if let Some((by, count)) = worst {
             self.stats.max_ticket_overtaken_by_one =
                 self.stats.max_ticket_overtaken_by_one.max(count);
-            if count > TICKET_OVERTAKES_PER_NODE {
+            if count > TICKET_OVERTAKES_PER_ORIGIN {
                 let (by, via) = by;
                 self.violations.push(format!(
-                    "{}'s ticket {ticket} for {lock} in {at}'s line (since {:?}) saw {by} enter {count} times through {via}; the bound is {TICKET_OVERTAKES_PER_NODE} per other origin",
+                    "{}'s ticket {ticket} for {lock} in {at}'s line (since {:?}) saw {by} enter {count} times through {via}; the bound is {TICKET_OVERTAKES_PER_ORIGIN} per other origin",
                     entered.node, entered.asked_at
                 ));
             }
