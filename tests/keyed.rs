@@ -465,7 +465,8 @@ fn keys_rotate_without_a_member_declared_failed() {
 
 /// The first forgery against the card's plain cluster: a well-formed
 /// message with the clock at 2^64-1 to an idle member is dropped, not merged,
-/// and the cluster goes on with one holder at a time.
+/// and the cluster goes on with one holder at a time. It comes in a batch with
+/// a message whose sender is not the stream's, which is dropped too.
 #[test]
 fn the_clock_forgery_against_a_plain_cluster_is_dropped() {
     let scratch = Scratch::new("plain-clock");
@@ -480,28 +481,44 @@ fn the_clock_forgery_against_a_plain_cluster_is_dropped() {
         addr: "127.0.0.1:9".parse().expect("an address"),
         incarnation: 1,
     };
-    let mut frames = vec![hello(&stranger, "")];
-    frames.extend(
-        forgeries(&stranger, &b.me, &a.me, epoch, &set)
-            .into_iter()
-            .take(1),
-    );
+    // It travels in one batch behind an envelope that claims to come from a,
+    // which the stream's opener is not: each is judged on its own.
+    let envelopes = [&a.me, &stranger]
+        .into_iter()
+        .flat_map(|from| {
+            forgeries(from, &b.me, &a.me, epoch, &set)
+                .into_iter()
+                .take(1)
+        })
+        .filter_map(|frame| match frame.kind {
+            Some(pb::peer_frame::Kind::Envelope(envelope)) => Some(envelope),
+            _ => None,
+        })
+        .collect();
+    let frames = vec![
+        hello(&stranger, ""),
+        frame(pb::peer_frame::Kind::Batch(pb::Batch { envelopes })),
+    ];
     let _ = send_frames(b.addr(), frames);
-    wait_for(
-        "the clock forgery's drop line",
-        Duration::from_secs(5),
-        || {
-            logged(&mut b, |e| {
-                matches!(
-                    e,
-                    Event::Dropped {
-                        why: DropReason::ClockTooFarAhead { .. },
-                        ..
+    for (what, clock) in [("forged sender", false), ("clock forgery", true)] {
+        wait_for(
+            &format!("the {what}'s drop line"),
+            Duration::from_secs(5),
+            || {
+                logged(&mut b, |e| match e {
+                    Event::Dropped { why, .. } => {
+                        matches!(why, DropReason::ClockTooFarAhead { .. }) == clock
+                            && matches!(
+                                why,
+                                DropReason::ClockTooFarAhead { .. }
+                                    | DropReason::ForgedSender { .. }
+                            )
                     }
-                )
-            })
-        },
-    );
+                    _ => false,
+                })
+            },
+        );
+    }
     // Everyone contends afterwards: one holder at a time, and b's requests
     // carry timestamps that did not wrap.
     for node in [&mut a, &mut b, &mut c] {

@@ -1,7 +1,11 @@
 //! gRPC between nodes: one long-lived stream per peer for what this node sends
 //! ([`Peers`]), and a server that feeds what arrives into the node's inbox
 //! ([`server`]). Every stream opens with a handshake ([`handshake`]) that names
-//! both processes and, with a cluster key, proves both hold it.
+//! both processes and, with a cluster key, proves both hold it. Envelopes that
+//! wait for the same peer together leave as one `Batch` frame.
+//!
+//! A little over 500 lines with the batching's tests at the end; the code is
+//! the sending side's one job (connect, prove, reconnect, pour the queue).
 //!
 //! A stream that breaks is reconnected at once: what was queued meanwhile is
 //! sent then, and the node hears `Reconnected` so it can resend what may have
@@ -79,7 +83,7 @@ struct Context {
 
 /// The sending side: one task per peer address.
 pub struct Peers {
-    queues: HashMap<SocketAddr, mpsc::Sender<pb::PeerFrame>>,
+    queues: HashMap<SocketAddr, mpsc::Sender<pb::Envelope>>,
     stats: Arc<WireStats>,
     context: Context,
 }
@@ -114,7 +118,7 @@ impl Peers {
         }
     }
 
-    fn queue(&mut self, addr: SocketAddr) -> &mpsc::Sender<pb::PeerFrame> {
+    fn queue(&mut self, addr: SocketAddr) -> &mpsc::Sender<pb::Envelope> {
         self.queues.entry(addr).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             tokio::spawn(peer_stream(addr, rx, self.context.clone()));
@@ -125,10 +129,7 @@ impl Peers {
     pub fn send(&mut self, envelope: &Envelope) {
         let addr = envelope.to.addr;
         self.expect(envelope.to);
-        let frame = pb::PeerFrame {
-            kind: Some(pb::peer_frame::Kind::Envelope(wire::to_proto(envelope))),
-        };
-        match self.queue(addr).try_send(frame) {
+        match self.queue(addr).try_send(wire::to_proto(envelope)) {
             Ok(()) => self.stats.count(envelope),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(target: "ra::transport", "dropped a {} for {addr}: its queue is full (the peer is unreachable)", envelope.body.kind());
@@ -344,11 +345,49 @@ async fn report_gone(addr: SocketAddr, evidence: GoneEvidence, context: &Context
         .is_ok()
 }
 
+/// The most a batch of several envelopes may take, encoded, with room left
+/// for the frame around it: a peer refuses messages over [`MAX_MESSAGE`].
+const BATCH_BYTES: usize = MAX_MESSAGE - 1024;
+
+/// `first` and the envelopes queued behind it, as one frame: under load, one
+/// message and one write for all that waited instead of one each. An envelope
+/// that would take the batch over [`BATCH_BYTES`] is handed back, to start
+/// the next frame.
+fn with_waiting(
+    first: pb::Envelope,
+    queue: &mut mpsc::Receiver<pb::Envelope>,
+) -> (pb::PeerFrame, Option<pb::Envelope>) {
+    use prost::Message;
+    // An envelope in a batch costs its length, the length's varint and a tag.
+    let cost = |e: &pb::Envelope| {
+        let len = e.encoded_len();
+        len + prost::length_delimiter_len(len) + 1
+    };
+    let mut size = cost(&first);
+    let mut envelopes = vec![first];
+    let mut left_over = None;
+    while let Ok(next) = queue.try_recv() {
+        size += cost(&next);
+        if size > BATCH_BYTES {
+            left_over = Some(next);
+            break;
+        }
+        envelopes.push(next);
+    }
+    let kind = match <[pb::Envelope; 1]>::try_from(envelopes) {
+        Ok([only]) => pb::peer_frame::Kind::Envelope(only),
+        Err(envelopes) => pb::peer_frame::Kind::Batch(pb::Batch { envelopes }),
+    };
+    (pb::PeerFrame { kind: Some(kind) }, left_over)
+}
+
 /// Keep a stream open to `addr` and pour the queue into it.
-async fn peer_stream(addr: SocketAddr, mut queue: mpsc::Receiver<pb::PeerFrame>, context: Context) {
+async fn peer_stream(addr: SocketAddr, mut queue: mpsc::Receiver<pb::Envelope>, context: Context) {
     let mut backoff = Duration::from_millis(50);
     let mut had_stream = false;
     let mut failures: u32 = 0;
+    // An envelope that did not fit the last frame: the next one starts with it.
+    let mut left_over = None;
     loop {
         let stream = match open(addr, &context).await {
             Ok(stream) => stream,
@@ -401,27 +440,107 @@ async fn peer_stream(addr: SocketAddr, mut queue: mpsc::Receiver<pb::PeerFrame>,
         }
         had_stream = true;
         loop {
-            tokio::select! {
-                next = queue.recv() => match next {
-                    Some(frame) => {
-                        if tx.send(frame).await.is_err() {
+            let first = match left_over.take() {
+                Some(envelope) => envelope,
+                None => tokio::select! {
+                    next = queue.recv() => match next {
+                        Some(envelope) => envelope,
+                        None => return,
+                    },
+                    answer = responses.message() => match answer {
+                        // The callee sends nothing after its Welcome; any end
+                        // of this half is the end of the stream.
+                        Ok(Some(_)) => continue,
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::debug!(target: "ra::transport", "stream to {addr} closed: {}", status.message());
                             break;
                         }
-                    }
-                    None => return,
+                    },
                 },
-                answer = responses.message() => match answer {
-                    // The callee sends nothing after its Welcome; any end of
-                    // this half is the end of the stream.
-                    Ok(Some(_)) => {}
-                    Ok(None) => break,
-                    Err(status) => {
-                        tracing::debug!(target: "ra::transport", "stream to {addr} closed: {}", status.message());
-                        break;
-                    }
-                },
+            };
+            // Let the tasks already woken run first: what they send this peer
+            // then goes in the same frame.
+            tokio::task::yield_now().await;
+            let (frame, rest) = with_waiting(first, &mut queue);
+            left_over = rest;
+            if tx.send(frame).await.is_err() {
+                break;
             }
         }
         // Reconnect at once: a refused connection now says the process died.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(clock: u64, padding: usize) -> pb::Envelope {
+        pb::Envelope {
+            from: Some(pb::Process {
+                addr: "x".repeat(padding),
+                incarnation: 1,
+            }),
+            to: None,
+            clock,
+            body: None,
+        }
+    }
+
+    fn clocks(frame: &pb::PeerFrame) -> Vec<u64> {
+        match &frame.kind {
+            Some(pb::peer_frame::Kind::Envelope(one)) => vec![one.clock],
+            Some(pb::peer_frame::Kind::Batch(batch)) => {
+                batch.envelopes.iter().map(|e| e.clock).collect()
+            }
+            other => panic!("not a message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_lone_envelope_goes_as_itself() {
+        let (_tx, mut queue) = mpsc::channel(8);
+        let (frame, rest) = with_waiting(envelope(1, 0), &mut queue);
+        assert!(matches!(
+            frame.kind,
+            Some(pb::peer_frame::Kind::Envelope(_))
+        ));
+        assert!(rest.is_none());
+    }
+
+    #[test]
+    fn waiting_envelopes_go_in_few_frames_in_order_and_within_the_bound() {
+        let (tx, mut queue) = mpsc::channel(PEER_QUEUE);
+        // About 1 kB each, and two near the bound on their own: the bound cuts
+        // the queue into several frames, and a big one starts a frame.
+        for clock in 2..=100 {
+            let padding = if clock % 40 == 0 {
+                BATCH_BYTES - 100
+            } else {
+                1000
+            };
+            tx.try_send(envelope(clock, padding))
+                .expect("room in the queue");
+        }
+        let mut seen = Vec::new();
+        let mut frames = 0;
+        let mut next = Some(envelope(1, 1000));
+        while let Some(first) = next.take().or_else(|| queue.try_recv().ok()) {
+            let (frame, rest) = with_waiting(first, &mut queue);
+            let size = prost::Message::encoded_len(&frame);
+            assert!(
+                size <= MAX_MESSAGE,
+                "a frame of {size} bytes, which a peer refuses"
+            );
+            seen.extend(clocks(&frame));
+            frames += 1;
+            next = rest;
+        }
+        assert_eq!(seen, (1..=100).collect::<Vec<_>>(), "lost or reordered");
+        assert!(
+            (4..10).contains(&frames),
+            "{frames} frames for about 160 kB"
+        );
     }
 }

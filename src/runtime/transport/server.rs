@@ -235,38 +235,23 @@ impl Session {
             }
         }
         loop {
-            match self.incoming.message().await {
+            let envelopes = match self.incoming.message().await {
                 Ok(Some(pb::PeerFrame {
                     kind: Some(pb::peer_frame::Kind::Envelope(message)),
-                })) => match wire::from_proto(message) {
-                    Ok(envelope) if envelope.from != self.caller => drop_stream(
+                })) => vec![message],
+                Ok(Some(pb::PeerFrame {
+                    kind: Some(pb::peer_frame::Kind::Batch(batch)),
+                })) => batch.envelopes,
+                Ok(Some(_)) => {
+                    drop_stream(
                         self.me,
                         &self.remote,
-                        DropReason::ForgedSender {
-                            peer: format!("{:?}", self.caller),
+                        DropReason::Malformed {
+                            detail: "a handshake frame after the handshake".into(),
                         },
-                    ),
-                    Ok(envelope) => {
-                        if self.inbox.send(Input::Message(envelope)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => log::emit(
-                        self.me,
-                        &Event::Dropped {
-                            what: DroppedWhat::Message,
-                            from: self.remote.clone(),
-                            why: DropReason::Malformed { detail: e.0 },
-                        },
-                    ),
-                },
-                Ok(Some(_)) => drop_stream(
-                    self.me,
-                    &self.remote,
-                    DropReason::Malformed {
-                        detail: "a handshake frame after the handshake".into(),
-                    },
-                ),
+                    );
+                    continue;
+                }
                 Ok(None) => return,
                 Err(status) => {
                     // A peer that exits or restarts cuts its stream: routine.
@@ -282,8 +267,36 @@ impl Session {
                     }
                     return;
                 }
+            };
+            for message in envelopes {
+                if !self.deliver(message).await {
+                    return;
+                }
             }
         }
+    }
+
+    /// Check one envelope and hand it to the node; false once the node is gone.
+    async fn deliver(&self, message: pb::Envelope) -> bool {
+        match wire::from_proto(message) {
+            Ok(envelope) if envelope.from != self.caller => drop_stream(
+                self.me,
+                &self.remote,
+                DropReason::ForgedSender {
+                    peer: format!("{:?}", self.caller),
+                },
+            ),
+            Ok(envelope) => return self.inbox.send(Input::Message(envelope)).await.is_ok(),
+            Err(e) => log::emit(
+                self.me,
+                &Event::Dropped {
+                    what: DroppedWhat::Message,
+                    from: self.remote.clone(),
+                    why: DropReason::Malformed { detail: e.0 },
+                },
+            ),
+        }
+        true
     }
 }
 
