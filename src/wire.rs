@@ -13,7 +13,7 @@ use prost::Message;
 use crate::protocol::active_set::ActiveSet;
 use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::{Fence, LockName, MAX_FENCE_EPOCH, MAX_FENCE_SEQ};
-use crate::protocol::message::{Body, Envelope, HeldLock, ProxyNews};
+use crate::protocol::message::{Body, Envelope, HeldLock, LockRequest, ProxyNews};
 use crate::protocol::paxos::{Ballot, MAX_ROUND};
 
 pub mod pb {
@@ -167,20 +167,13 @@ fn ballot_from(b: Option<pb::Ballot>, field: &str) -> Result<Ballot, WireError> 
 pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
     use pb::envelope::Body as B;
     let body = match &envelope.body {
-        Body::Request {
-            lock,
-            request_id,
-            attempt,
-            timestamp,
-            set,
-            try_only,
-        } => B::Request(pb::Request {
-            lock: lock.to_string(),
-            request_id: *request_id,
-            attempt: *attempt,
-            timestamp: *timestamp,
-            active_set: Some(set_to(set)),
-            try_only: *try_only,
+        Body::Request(r) => B::Request(pb::Request {
+            lock: r.lock.to_string(),
+            request_id: r.request_id,
+            attempt: r.attempt,
+            timestamp: r.timestamp,
+            active_set: Some(set_to(&r.set)),
+            try_only: r.try_only,
         }),
         Body::Busy {
             lock,
@@ -315,14 +308,14 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
 pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, WireError> {
     use pb::envelope::Body as B;
     let body = match envelope.body.ok_or_else(|| missing("body"))? {
-        B::Request(r) => Body::Request {
+        B::Request(r) => Body::Request(LockRequest {
             lock: lock_from(r.lock, "request.lock")?,
             request_id: r.request_id,
             attempt: r.attempt,
             timestamp: r.timestamp,
             set: set_from(r.active_set, "request.active_set")?,
             try_only: r.try_only,
-        },
+        }),
         B::Busy(b) => Body::Busy {
             lock: lock_from(b.lock, "busy.lock")?,
             request_id: b.request_id,
@@ -512,14 +505,14 @@ mod tests {
             proposer: pid(2),
         };
         let bodies = vec![
-            Body::Request {
+            Body::Request(LockRequest {
                 lock: lock(),
                 request_id: 7,
                 attempt: 2,
                 timestamp: 9,
                 set: sample_set(),
                 try_only: true,
-            },
+            }),
             Body::Busy {
                 lock: lock(),
                 request_id: 7,

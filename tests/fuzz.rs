@@ -51,7 +51,7 @@ use ra::protocol::active_set::ActiveSet;
 use ra::protocol::clock::MAX_CLOCK_LEAD;
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::{Fence, LockName, LockNameError, MAX_FENCE_EPOCH, MAX_FENCE_SEQ};
-use ra::protocol::message::{Body, Envelope, HeldLock, ProxyNews};
+use ra::protocol::message::{Body, Envelope, HeldLock, LockRequest, ProxyNews};
 use ra::protocol::paxos::{Ballot, MAX_ROUND};
 use ra::wire::{self, MAX_MEMBERS, pb};
 
@@ -228,14 +228,14 @@ fn valid_body() -> BoxedStrategy<Body> {
             any::<bool>()
         )
             .prop_map(|(lock, request_id, attempt, timestamp, set, try_only)| {
-                Body::Request {
+                Body::Request(LockRequest {
                     lock,
                     request_id,
                     attempt,
                     timestamp,
                     set,
                     try_only,
-                }
+                })
             }),
         (valid_lock(), edgy_u64(), edgy_u32()).prop_map(|(lock, request_id, attempt)| {
             Body::Busy {
@@ -1095,9 +1095,9 @@ fn assert_in_bounds(envelope: &Envelope) {
     };
     let ballot_ok = |b: &Ballot| b.round <= MAX_ROUND;
     let ok = match &envelope.body {
-        Body::Request { set, .. } | Body::NewerSet { set, .. } | Body::Decided { set } => {
-            set_ok(set)
-        }
+        Body::Request(LockRequest { set, .. })
+        | Body::NewerSet { set, .. }
+        | Body::Decided { set } => set_ok(set),
         Body::Reply {
             epoch,
             fence_seq,

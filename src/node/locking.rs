@@ -43,16 +43,6 @@ pub(super) struct Waiter {
     pub(super) try_only: bool,
 }
 
-/// A request as it arrives from a peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IncomingRequest {
-    pub lock: LockName,
-    pub request_id: u64,
-    pub attempt: u32,
-    pub timestamp: u64,
-    pub try_only: bool,
-}
-
 /// Where a waiting ticket stands, for its client's progress line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TicketProgress {
@@ -462,14 +452,14 @@ impl Node {
             });
             self.send(
                 *member,
-                Body::Request {
+                Body::Request(LockRequest {
                     lock: lock.clone(),
                     request_id: pending.id,
                     attempt,
                     timestamp: pending.timestamp,
                     set: set.clone(),
                     try_only,
-                },
+                }),
             );
         }
     }
@@ -539,27 +529,9 @@ impl Node {
 
     // ---- answering -------------------------------------------------------
 
-    pub(super) fn on_request(
-        &mut self,
-        from: ProcessId,
-        incoming: IncomingRequest,
-        set: ActiveSet,
-    ) {
-        let IncomingRequest {
-            lock,
-            request_id,
-            attempt,
-            timestamp,
-            try_only,
-        } = incoming;
-        let request = DeferredRequest {
-            request_id,
-            attempt,
-            timestamp,
-            epoch: set.epoch,
-            received_at: self.now,
-        };
+    pub(super) fn on_request(&mut self, from: ProcessId, incoming: LockRequest) {
         let mutations = self.settings.mutations;
+        let set = &incoming.set;
         let epoch = if mutations.skip_epoch_check() {
             // Broken on purpose (tests only): decide under whatever set the
             // requester names.
@@ -569,37 +541,27 @@ impl Node {
             if self
                 .pending_merge
                 .as_ref()
-                .is_some_and(|s| s.same_cluster(&set))
+                .is_some_and(|s| s.same_cluster(set))
             {
                 // We hold a critical section of the cluster we are leaving for
                 // this one: answer once we have joined it, as a holder would.
                 self.emit(Event::RequestReceived {
-                    lock: lock.clone(),
+                    lock: incoming.lock.clone(),
                     from,
-                    request_id,
-                    timestamp,
+                    request_id: incoming.request_id,
+                    timestamp: incoming.timestamp,
                     epoch: set.epoch,
                     own_timestamp: None,
                     decision: Decision::Defer(DeferReason::InCriticalSection),
                 });
-                self.requests_after_merge.push((
-                    from,
-                    Body::Request {
-                        lock,
-                        request_id,
-                        attempt,
-                        timestamp,
-                        set,
-                        try_only,
-                    },
-                ));
+                self.requests_after_merge.push((from, incoming));
                 return;
             }
             let Some(mine) = self.active_set.clone() else {
                 return;
             };
-            if !mine.same_cluster(&set) || mine.epoch > set.epoch {
-                self.send_newer_set(from, &lock, request_id);
+            if !mine.same_cluster(set) || mine.epoch > set.epoch {
+                self.send_newer_set(from, &incoming.lock, incoming.request_id);
                 return;
             }
             if !mine.contains(&from) || !mine.contains(&self.me) {
@@ -608,7 +570,21 @@ impl Node {
             }
             mine.epoch
         };
-        let request = DeferredRequest { epoch, ..request };
+        let LockRequest {
+            lock,
+            request_id,
+            attempt,
+            timestamp,
+            set: _,
+            try_only,
+        } = incoming;
+        let request = DeferredRequest {
+            request_id,
+            attempt,
+            timestamp,
+            epoch,
+            received_at: self.now,
+        };
         let clock = self.clock.now();
         let voted_out = self.voted_to_remove(&from);
         let slot = self.slot(&lock);

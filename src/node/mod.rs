@@ -52,12 +52,12 @@ use crate::protocol::active_set::ActiveSet;
 use crate::protocol::clock::LamportClock;
 use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::{Fence, LockName};
-use crate::protocol::message::{Body, Envelope, HeldLock};
+use crate::protocol::message::{Body, Envelope, HeldLock, LockRequest};
 use crate::protocol::mutations::Mutations;
 use crate::protocol::paxos::{Acceptor, MAX_ROUND_LEAD, Proposal};
 use crate::protocol::ricart_agrawala::{RicartAgrawala, State};
 
-pub use locking::{IncomingRequest, LocalHolder, LockStatus, PendingStatus, TicketProgress};
+pub use locking::{LocalHolder, LockStatus, PendingStatus, TicketProgress};
 pub use proxy::PROXY_TICKETS;
 pub use recovery::Durability;
 
@@ -324,7 +324,7 @@ pub struct Node {
     /// A set of an older cluster to merge into once no lock is held here.
     pending_merge: Option<ActiveSet>,
     /// Requests from the cluster we merge into, held until we have joined it.
-    requests_after_merge: Vec<(ProcessId, Body)>,
+    requests_after_merge: Vec<(ProcessId, LockRequest)>,
     life: Life,
     next_join_attempt: Duration,
     /// Seeds that have not answered yet: we keep announcing to each until it does,
@@ -794,23 +794,7 @@ impl Node {
         }
         self.note_contact(from);
         match body {
-            Body::Request {
-                lock,
-                request_id,
-                attempt,
-                timestamp,
-                set,
-                try_only,
-            } => {
-                let request = IncomingRequest {
-                    lock,
-                    request_id,
-                    attempt,
-                    timestamp,
-                    try_only,
-                };
-                self.on_request(from, request, set)
-            }
+            Body::Request(request) => self.on_request(from, request),
             Body::Reply {
                 lock,
                 request_id,
@@ -872,13 +856,13 @@ impl Node {
     /// like clocks, epochs of our own cluster and Paxos rounds at most a
     /// bounded way ahead.
     fn check_numbers(&self, body: &Body) -> Result<(), DropReason> {
-        if let Body::Request { timestamp, .. } = body {
-            self.clock.check(*timestamp)?;
+        if let Body::Request(request) = body {
+            self.clock.check(request.timestamp)?;
         }
         let epoch = match body {
-            Body::Request { set, .. } | Body::NewerSet { set, .. } | Body::Decided { set } => {
-                self.same_cluster(set).then_some(set.epoch)
-            }
+            Body::Request(LockRequest { set, .. })
+            | Body::NewerSet { set, .. }
+            | Body::Decided { set } => self.same_cluster(set).then_some(set.epoch),
             Body::Prepare { current, .. } | Body::Accept { current, .. } => {
                 self.same_cluster(current).then_some(current.epoch)
             }

@@ -125,25 +125,8 @@ impl Node {
             self.to_issue.insert(lock.clone());
         }
         self.install(set, SetSource::Message);
-        for (from, body) in std::mem::take(&mut self.requests_after_merge) {
-            if let Body::Request {
-                lock,
-                request_id,
-                attempt,
-                timestamp,
-                set,
-                try_only,
-            } = body
-            {
-                let request = locking::IncomingRequest {
-                    lock,
-                    request_id,
-                    attempt,
-                    timestamp,
-                    try_only,
-                };
-                self.on_request(from, request, set);
-            }
+        for (from, request) in std::mem::take(&mut self.requests_after_merge) {
+            self.on_request(from, request);
         }
     }
 

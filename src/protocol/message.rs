@@ -17,18 +17,23 @@ pub struct Envelope {
     pub body: Body,
 }
 
+/// A member asks another for a lock: one struct, so the places that take a
+/// request apart (answering, holding it over a merge, the wire) agree on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockRequest {
+    pub lock: LockName,
+    pub request_id: u64,
+    /// Which sending of this request (asked again: a higher attempt).
+    pub attempt: u32,
+    pub timestamp: u64,
+    pub set: ActiveSet,
+    /// A try: answer Busy rather than hold it back.
+    pub try_only: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
-    Request {
-        lock: LockName,
-        request_id: u64,
-        /// Which sending of this request (asked again: a higher attempt).
-        attempt: u32,
-        timestamp: u64,
-        set: ActiveSet,
-        /// A try: answer Busy rather than hold it back.
-        try_only: bool,
-    },
+    Request(LockRequest),
     /// The answer to a try the replier would have held back: the lock is not
     /// free now.
     Busy {
@@ -149,7 +154,7 @@ impl Body {
     /// Short name, for logs and counters.
     pub fn kind(&self) -> &'static str {
         match self {
-            Body::Request { .. } => "request",
+            Body::Request(_) => "request",
             Body::Reply { .. } => "reply",
             Body::Busy { .. } => "busy",
             Body::NewerSet { .. } => "newer_set",
@@ -173,7 +178,7 @@ impl Body {
     pub fn is_mutex_traffic(&self) -> bool {
         matches!(
             self,
-            Body::Request { .. } | Body::Reply { .. } | Body::Busy { .. }
+            Body::Request(_) | Body::Reply { .. } | Body::Busy { .. }
         )
     }
 }

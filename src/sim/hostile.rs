@@ -25,7 +25,7 @@ use rand::rngs::SmallRng;
 use crate::protocol::active_set::ActiveSet;
 use crate::protocol::clock::MAX_CLOCK_LEAD;
 use crate::protocol::ids::ProcessId;
-use crate::protocol::message::{Body, Envelope};
+use crate::protocol::message::{Body, Envelope, LockRequest};
 use crate::protocol::paxos::Ballot;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,21 +283,13 @@ fn lie_ballot(rng: &mut SmallRng, ballot: Ballot, me: ProcessId) -> Ballot {
 /// `body` with its numbers, sets and ballots as a liar would send them.
 fn lie(rng: &mut SmallRng, body: Body, me: ProcessId) -> Body {
     match body {
-        Body::Request {
-            lock,
-            request_id,
-            attempt,
-            timestamp,
-            set,
-            try_only,
-        } => Body::Request {
-            lock,
-            request_id: extreme(rng, request_id),
-            attempt: extreme_u32(rng, attempt),
-            timestamp: extreme(rng, timestamp),
-            set: lie_set(rng, set, me),
-            try_only,
-        },
+        Body::Request(r) => Body::Request(LockRequest {
+            request_id: extreme(rng, r.request_id),
+            attempt: extreme_u32(rng, r.attempt),
+            timestamp: extreme(rng, r.timestamp),
+            set: lie_set(rng, r.set, me),
+            ..r
+        }),
         Body::Busy {
             lock,
             request_id,

@@ -17,7 +17,7 @@ use ra::node::{Input, Node, NodeSettings};
 use ra::protocol::active_set::ActiveSet;
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::LockName;
-use ra::protocol::message::{Body, Envelope};
+use ra::protocol::message::{Body, Envelope, LockRequest};
 use ra::protocol::mutations::Mutations;
 use ra::protocol::paxos::{Acceptor, Ballot, Proposal, ProposalStep, Vote};
 use ra::protocol::ricart_agrawala::{Decision, DeferredRequest, Grant, RicartAgrawala, State};
@@ -59,14 +59,14 @@ fn request(from: u16, timestamp: u64) -> Envelope {
         from,
         B,
         timestamp,
-        Body::Request {
+        Body::Request(LockRequest {
             lock: LockName::default_lock(),
             request_id: 1,
             attempt: 0,
             timestamp,
             set: active_set(&[A, B, C]),
             try_only: false,
-        },
+        }),
     )
 }
 
