@@ -15,6 +15,7 @@ use crate::protocol::ids::ProcessId;
 use crate::protocol::lock::{Fence, LockName, MAX_FENCE_EPOCH, MAX_FENCE_SEQ};
 use crate::protocol::message::{Body, Envelope, HeldLock, LockRequest, ProxyNews};
 use crate::protocol::paxos::{Ballot, MAX_ROUND};
+use crate::protocol::ricart_agrawala::Grant;
 
 pub mod pb {
     tonic::include_proto!("ra.v1");
@@ -184,20 +185,13 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
             request_id: *request_id,
             attempt: *attempt,
         }),
-        Body::Reply {
-            lock,
-            request_id,
-            attempt,
-            epoch,
-            fence_seq,
-            held,
-        } => B::Reply(pb::Reply {
+        Body::Reply { lock, grant } => B::Reply(pb::Reply {
             lock: lock.to_string(),
-            request_id: *request_id,
-            attempt: *attempt,
-            epoch: *epoch,
-            fence_seq: *fence_seq,
-            held_us: u64::try_from(held.as_micros()).unwrap_or(u64::MAX),
+            request_id: grant.request_id,
+            attempt: grant.attempt,
+            epoch: grant.epoch,
+            fence_seq: grant.fence_seq,
+            held_us: u64::try_from(grant.held.as_micros()).unwrap_or(u64::MAX),
         }),
         Body::NewerSet {
             lock,
@@ -334,11 +328,13 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, WireError> {
             }
             Body::Reply {
                 lock: lock_from(r.lock, "reply.lock")?,
-                request_id: r.request_id,
-                attempt: r.attempt,
-                epoch: epoch_from(r.epoch, "reply.epoch")?,
-                fence_seq: r.fence_seq,
-                held,
+                grant: Grant {
+                    request_id: r.request_id,
+                    attempt: r.attempt,
+                    epoch: epoch_from(r.epoch, "reply.epoch")?,
+                    fence_seq: r.fence_seq,
+                    held,
+                },
             }
         }
         B::NewerSet(n) => Body::NewerSet {
@@ -520,11 +516,13 @@ mod tests {
             },
             Body::Reply {
                 lock: lock(),
-                request_id: 7,
-                attempt: 2,
-                epoch: 3,
-                fence_seq: 11,
-                held: Duration::from_micros(1234),
+                grant: Grant {
+                    request_id: 7,
+                    attempt: 2,
+                    epoch: 3,
+                    fence_seq: 11,
+                    held: Duration::from_micros(1234),
+                },
             },
             Body::NewerSet {
                 lock: lock(),

@@ -53,6 +53,7 @@ use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::{Fence, LockName, LockNameError, MAX_FENCE_EPOCH, MAX_FENCE_SEQ};
 use ra::protocol::message::{Body, Envelope, HeldLock, LockRequest, ProxyNews};
 use ra::protocol::paxos::{Ballot, MAX_ROUND};
+use ra::protocol::ricart_agrawala::Grant;
 use ra::wire::{self, MAX_MEMBERS, pb};
 
 // ---- budget ----------------------------------------------------------------
@@ -255,11 +256,13 @@ fn valid_body() -> BoxedStrategy<Body> {
             .prop_map(
                 |(lock, request_id, attempt, epoch, fence_seq, held)| Body::Reply {
                     lock,
-                    request_id,
-                    attempt,
-                    epoch,
-                    fence_seq,
-                    held,
+                    grant: Grant {
+                        request_id,
+                        attempt,
+                        epoch,
+                        fence_seq,
+                        held,
+                    },
                 }
             ),
         (valid_lock(), edgy_u64(), valid_set()).prop_map(|(lock, request_id, set)| {
@@ -1098,15 +1101,10 @@ fn assert_in_bounds(envelope: &Envelope) {
         Body::Request(LockRequest { set, .. })
         | Body::NewerSet { set, .. }
         | Body::Decided { set } => set_ok(set),
-        Body::Reply {
-            epoch,
-            fence_seq,
-            held,
-            ..
-        } => {
-            *epoch <= MAX_FENCE_EPOCH
-                && *fence_seq <= MAX_FENCE_SEQ
-                && *held <= Duration::from_micros(DAY_US)
+        Body::Reply { grant, .. } => {
+            grant.epoch <= MAX_FENCE_EPOCH
+                && grant.fence_seq <= MAX_FENCE_SEQ
+                && grant.held <= Duration::from_micros(DAY_US)
         }
         Body::Prepare { current, ballot } => set_ok(current) && ballot_ok(ballot),
         Body::Accept {

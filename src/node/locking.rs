@@ -683,11 +683,13 @@ impl Node {
         slot.last_granted = Some((to, now));
         let reply = Body::Reply {
             lock: lock.clone(),
-            request_id: request.request_id,
-            attempt: request.attempt,
-            epoch: request.epoch,
-            fence_seq: slot.ra.fence_seq_for(request.epoch),
-            held: now.saturating_sub(request.received_at),
+            grant: Grant {
+                request_id: request.request_id,
+                attempt: request.attempt,
+                epoch: request.epoch,
+                fence_seq: slot.ra.fence_seq_for(request.epoch),
+                held: now.saturating_sub(request.received_at),
+            },
         };
         self.last_answer.insert(
             (to, lock.clone()),

@@ -795,23 +795,7 @@ impl Node {
         self.note_contact(from);
         match body {
             Body::Request(request) => self.on_request(from, request),
-            Body::Reply {
-                lock,
-                request_id,
-                attempt,
-                epoch,
-                fence_seq,
-                held,
-            } => {
-                let grant = crate::protocol::ricart_agrawala::Grant {
-                    request_id,
-                    attempt,
-                    epoch,
-                    fence_seq,
-                    held,
-                };
-                self.on_reply(from, lock, grant)
-            }
+            Body::Reply { lock, grant } => self.on_reply(from, lock, grant),
             Body::NewerSet { set, .. } | Body::Decided { set } => {
                 self.answer_older_set(from, &set);
                 self.adopt(set, SetSource::Message, Some(from))
@@ -866,8 +850,8 @@ impl Node {
             Body::Prepare { current, .. } | Body::Accept { current, .. } => {
                 self.same_cluster(current).then_some(current.epoch)
             }
-            Body::Reply { epoch, .. }
-            | Body::Promise { epoch, .. }
+            Body::Reply { grant, .. } => Some(grant.epoch),
+            Body::Promise { epoch, .. }
             | Body::Accepted { epoch, .. }
             | Body::Nack { epoch, .. } => Some(*epoch),
             // A recovering node's epochs are checked against its own (`recovery`).

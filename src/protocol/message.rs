@@ -7,6 +7,7 @@ use super::active_set::ActiveSet;
 use super::ids::ProcessId;
 use super::lock::{Fence, LockName};
 use super::paxos::Ballot;
+use super::ricart_agrawala::Grant;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Envelope {
@@ -41,15 +42,10 @@ pub enum Body {
         request_id: u64,
         attempt: u32,
     },
+    /// A grant, as the requester counts it.
     Reply {
         lock: LockName,
-        request_id: u64,
-        /// The attempt it answers.
-        attempt: u32,
-        epoch: u64,
-        fence_seq: u64,
-        /// How long the replier held the request back before granting it.
-        held: Duration,
+        grant: Grant,
     },
     /// The replier knows a newer active set than the request named: ask again
     /// under it (or wait for a seat, if it has none for the requester).

@@ -27,6 +27,7 @@ use crate::protocol::clock::MAX_CLOCK_LEAD;
 use crate::protocol::ids::ProcessId;
 use crate::protocol::message::{Body, Envelope, LockRequest};
 use crate::protocol::paxos::Ballot;
+use crate::protocol::ricart_agrawala::Grant;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hostility {
@@ -299,20 +300,15 @@ fn lie(rng: &mut SmallRng, body: Body, me: ProcessId) -> Body {
             request_id: extreme(rng, request_id),
             attempt: extreme_u32(rng, attempt),
         },
-        Body::Reply {
+        Body::Reply { lock, grant } => Body::Reply {
             lock,
-            request_id,
-            attempt,
-            epoch,
-            fence_seq,
-            held,
-        } => Body::Reply {
-            lock,
-            request_id: extreme(rng, request_id),
-            attempt: extreme_u32(rng, attempt),
-            epoch: extreme(rng, epoch),
-            fence_seq: extreme(rng, fence_seq),
-            held,
+            grant: Grant {
+                request_id: extreme(rng, grant.request_id),
+                attempt: extreme_u32(rng, grant.attempt),
+                epoch: extreme(rng, grant.epoch),
+                fence_seq: extreme(rng, grant.fence_seq),
+                held: grant.held,
+            },
         },
         Body::NewerSet {
             lock,

@@ -77,11 +77,13 @@ fn reply(from: u16) -> Envelope {
         10,
         Body::Reply {
             lock: LockName::default_lock(),
-            request_id: 1,
-            attempt: 0,
-            epoch: EPOCH,
-            fence_seq: 0,
-            held: Duration::ZERO,
+            grant: Grant {
+                request_id: 1,
+                attempt: 0,
+                epoch: EPOCH,
+                fence_seq: 0,
+                held: Duration::ZERO,
+            },
         },
     )
 }
