@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Buffers sized for our small messages (see `wire::codec`).
+        .codec_path("crate::wire::codec::SmallBuffers")
         .compile_fds(descriptors)?;
     // The benchmark's floor, kept out of the descriptors above: reflection on
     // a node's API lists only what the node serves.

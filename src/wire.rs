@@ -21,6 +21,43 @@ pub mod pb {
     tonic::include_proto!("ra.v1");
 }
 
+/// The codec of every `ra.v1` service: prost's, with buffers sized for our
+/// messages. tonic's default gives each stream an 8 kB buffer each way, kept
+/// for the stream's life; a node keeps a stream to and from each member it
+/// watches, and a message is a few hundred bytes (a buffer grows when one is
+/// bigger, such as a batch).
+pub mod codec {
+    use tonic::codec::{BufferSettings, Codec};
+    use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+
+    /// Where a stream's buffers start.
+    const BUFFER_BYTES: usize = 1024;
+    /// tonic's default: how much a stream encodes before it lets others run.
+    const YIELD_BYTES: usize = 32 * 1024;
+
+    #[derive(Debug, Clone, Default)]
+    pub struct SmallBuffers<T, U>(std::marker::PhantomData<(T, U)>);
+
+    impl<T, U> Codec for SmallBuffers<T, U>
+    where
+        T: prost::Message + Send + 'static,
+        U: prost::Message + Default + Send + 'static,
+    {
+        type Encode = T;
+        type Decode = U;
+        type Encoder = ProstEncoder<T>;
+        type Decoder = ProstDecoder<U>;
+
+        fn encoder(&mut self) -> Self::Encoder {
+            ProstCodec::<T, U>::raw_encoder(BufferSettings::new(BUFFER_BYTES, YIELD_BYTES))
+        }
+
+        fn decoder(&mut self) -> Self::Decoder {
+            ProstCodec::<T, U>::raw_decoder(BufferSettings::new(BUFFER_BYTES, YIELD_BYTES))
+        }
+    }
+}
+
 /// The benchmark's floor service (`proto/ra/bench/v1/floor.proto`).
 pub mod floor_pb {
     tonic::include_proto!("ra.bench.v1");

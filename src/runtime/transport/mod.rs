@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -83,7 +84,7 @@ struct Context {
 
 /// The sending side: one task per peer address.
 pub struct Peers {
-    queues: HashMap<SocketAddr, mpsc::Sender<pb::Envelope>>,
+    queues: HashMap<SocketAddr, mpsc::Sender<Box<pb::Envelope>>>,
     stats: Arc<WireStats>,
     context: Context,
 }
@@ -118,7 +119,7 @@ impl Peers {
         }
     }
 
-    fn queue(&mut self, addr: SocketAddr) -> &mpsc::Sender<pb::Envelope> {
+    fn queue(&mut self, addr: SocketAddr) -> &mpsc::Sender<Box<pb::Envelope>> {
         self.queues.entry(addr).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
             tokio::spawn(peer_stream(addr, rx, self.context.clone()));
@@ -129,7 +130,10 @@ impl Peers {
     pub fn send(&mut self, envelope: &Envelope) {
         let addr = envelope.to.addr;
         self.expect(envelope.to);
-        match self.queue(addr).try_send(wire::to_proto(envelope)) {
+        match self
+            .queue(addr)
+            .try_send(Box::new(wire::to_proto(envelope)))
+        {
             Ok(()) => self.stats.count(envelope),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(target: "ra::transport", "dropped a {} for {addr}: its queue is full (the peer is unreachable)", envelope.body.kind());
@@ -230,7 +234,7 @@ fn connect_failure(error: &(dyn std::error::Error + 'static)) -> Failure {
 /// One established stream: where to put frames, and the answers' half (which
 /// ends when the stream does).
 struct Stream {
-    tx: mpsc::Sender<pb::PeerFrame>,
+    tx: mpsc::Sender<Box<pb::PeerFrame>>,
     responses: tonic::Streaming<pb::PeerFrame>,
     peer: ProcessId,
 }
@@ -257,7 +261,7 @@ async fn open(addr: SocketAddr, context: &Context) -> Result<Stream, Failure> {
         },
         Err(_) => None,
     };
-    let (tx, rx) = mpsc::channel::<pb::PeerFrame>(256);
+    let (tx, rx) = mpsc::channel::<Box<pb::PeerFrame>>(256);
     let hello = pb::PeerFrame {
         kind: Some(pb::peer_frame::Kind::Hello(pb::Hello {
             from: Some(wire::process_to(&context.me)),
@@ -265,10 +269,10 @@ async fn open(addr: SocketAddr, context: &Context) -> Result<Stream, Failure> {
             key_id: key.as_ref().map(|k| k.id()).unwrap_or_default(),
         })),
     };
-    tx.try_send(hello)
+    tx.try_send(Box::new(hello))
         .map_err(|_| Failure::Other("cannot queue the hello".into()))?;
     let mut responses = client
-        .exchange(ReceiverStream::new(rx))
+        .exchange(ReceiverStream::new(rx).map(|frame| *frame))
         .await
         .map_err(|status| match connect_failure(&status) {
             // A server that refuses our certificate says so only once the
@@ -309,9 +313,9 @@ async fn open(addr: SocketAddr, context: &Context) -> Result<Stream, Failure> {
             &context.me,
             &peer,
         );
-        tx.try_send(pb::PeerFrame {
+        tx.try_send(Box::new(pb::PeerFrame {
             kind: Some(pb::peer_frame::Kind::Proof(pb::Proof { mac: proof })),
-        })
+        }))
         .map_err(|_| Failure::Other("cannot queue the proof".into()))?;
     }
     Ok(Stream {
@@ -354,9 +358,9 @@ const BATCH_BYTES: usize = MAX_MESSAGE - 1024;
 /// that would take the batch over [`BATCH_BYTES`] is handed back, to start
 /// the next frame.
 fn with_waiting(
-    first: pb::Envelope,
-    queue: &mut mpsc::Receiver<pb::Envelope>,
-) -> (pb::PeerFrame, Option<pb::Envelope>) {
+    first: Box<pb::Envelope>,
+    queue: &mut mpsc::Receiver<Box<pb::Envelope>>,
+) -> (pb::PeerFrame, Option<Box<pb::Envelope>>) {
     use prost::Message;
     // An envelope in a batch costs its length, the length's varint and a tag.
     let cost = |e: &pb::Envelope| {
@@ -364,7 +368,7 @@ fn with_waiting(
         len + prost::length_delimiter_len(len) + 1
     };
     let mut size = cost(&first);
-    let mut envelopes = vec![first];
+    let mut envelopes = vec![*first];
     let mut left_over = None;
     while let Ok(next) = queue.try_recv() {
         size += cost(&next);
@@ -372,7 +376,7 @@ fn with_waiting(
             left_over = Some(next);
             break;
         }
-        envelopes.push(next);
+        envelopes.push(*next);
     }
     let kind = match <[pb::Envelope; 1]>::try_from(envelopes) {
         Ok([only]) => pb::peer_frame::Kind::Envelope(only),
@@ -382,7 +386,11 @@ fn with_waiting(
 }
 
 /// Keep a stream open to `addr` and pour the queue into it.
-async fn peer_stream(addr: SocketAddr, mut queue: mpsc::Receiver<pb::Envelope>, context: Context) {
+async fn peer_stream(
+    addr: SocketAddr,
+    mut queue: mpsc::Receiver<Box<pb::Envelope>>,
+    context: Context,
+) {
     let mut backoff = Duration::from_millis(50);
     let mut had_stream = false;
     let mut failures: u32 = 0;
@@ -464,7 +472,7 @@ async fn peer_stream(addr: SocketAddr, mut queue: mpsc::Receiver<pb::Envelope>, 
             tokio::task::yield_now().await;
             let (frame, rest) = with_waiting(first, &mut queue);
             left_over = rest;
-            if tx.send(frame).await.is_err() {
+            if tx.send(Box::new(frame)).await.is_err() {
                 break;
             }
         }
@@ -501,7 +509,7 @@ mod tests {
     #[test]
     fn a_lone_envelope_goes_as_itself() {
         let (_tx, mut queue) = mpsc::channel(8);
-        let (frame, rest) = with_waiting(envelope(1, 0), &mut queue);
+        let (frame, rest) = with_waiting(Box::new(envelope(1, 0)), &mut queue);
         assert!(matches!(
             frame.kind,
             Some(pb::peer_frame::Kind::Envelope(_))
@@ -520,12 +528,12 @@ mod tests {
             } else {
                 1000
             };
-            tx.try_send(envelope(clock, padding))
+            tx.try_send(Box::new(envelope(clock, padding)))
                 .expect("room in the queue");
         }
         let mut seen = Vec::new();
         let mut frames = 0;
-        let mut next = Some(envelope(1, 1000));
+        let mut next = Some(Box::new(envelope(1, 1000)));
         while let Some(first) = next.take().or_else(|| queue.try_recv().ok()) {
             let (frame, rest) = with_waiting(first, &mut queue);
             let size = prost::Message::encoded_len(&frame);

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::Server;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -162,7 +162,9 @@ impl pb::peer_server::Peer for PeerService {
             .as_ref()
             .map(|k| handshake::mac(k, Side::Welcome, &hello.nonce, &nonce, &caller, &self.me))
             .unwrap_or_default();
-        let (tx, rx) = mpsc::channel(2);
+        // Boxed: a channel's first block holds 32 of what it carries, and
+        // there is one such channel per inbound stream.
+        let (tx, rx) = mpsc::channel::<Answer>(2);
         let welcome = pb::PeerFrame {
             kind: Some(pb::peer_frame::Kind::Welcome(pb::Welcome {
                 me: Some(wire::process_to(&self.me)),
@@ -170,7 +172,7 @@ impl pb::peer_server::Peer for PeerService {
                 mac,
             })),
         };
-        tx.try_send(Ok(welcome))
+        tx.try_send(Box::new(Ok(welcome)))
             .map_err(|_| Status::internal("cannot queue the welcome"))?;
         let session = Session {
             incoming,
@@ -182,15 +184,20 @@ impl pb::peer_server::Peer for PeerService {
             proof: key.map(|k| (k, hello.nonce, nonce.to_vec())),
         };
         tokio::spawn(session.run());
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|answer| *answer),
+        )))
     }
 }
+
+/// What the callee sends back on a stream: its Welcome, or why it refuses.
+type Answer = Box<Result<pb::PeerFrame, Status>>;
 
 /// One caller's stream, after the Welcome.
 struct Session {
     incoming: Streaming<pb::PeerFrame>,
     /// Held for as long as the stream lives: dropping it ends the answers.
-    tx: mpsc::Sender<Result<pb::PeerFrame, Status>>,
+    tx: mpsc::Sender<Answer>,
     inbox: mpsc::Sender<Inbound>,
     me: ProcessId,
     remote: String,
@@ -227,9 +234,9 @@ impl Session {
                 );
                 let _ = self
                     .tx
-                    .send(Err(Status::unauthenticated(
+                    .send(Box::new(Err(Status::unauthenticated(
                         "no valid proof of the cluster key",
-                    )))
+                    ))))
                     .await;
                 return;
             }
