@@ -279,6 +279,7 @@ pub fn to_proto(envelope: &Envelope) -> pb::Envelope {
             active_set: Some(set_to(set)),
         }),
         Body::Leaving => B::Leaving(pb::Leaving {}),
+        Body::WhichSet => B::WhichSet(pb::WhichSet {}),
         Body::Recovering { last, epoch } => B::Recovering(pb::Recovering {
             last: Some(set_to(last)),
             epoch: *epoch,
@@ -412,6 +413,7 @@ pub fn from_proto(envelope: pb::Envelope) -> Result<Envelope, WireError> {
             set: set_from(d.active_set, "decided.active_set")?,
         },
         B::Leaving(_) => Body::Leaving,
+        B::WhichSet(_) => Body::WhichSet,
         B::Recovering(r) => {
             let last = set_from(r.last, "recovering.last")?;
             let epoch = epoch_from(r.epoch, "recovering.epoch")?;
@@ -593,6 +595,7 @@ mod tests {
             },
             Body::Decided { set: sample_set() },
             Body::Leaving,
+            Body::WhichSet,
             Body::Recovering {
                 last: sample_set(),
                 epoch: 9,

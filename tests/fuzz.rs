@@ -314,6 +314,7 @@ fn valid_body() -> BoxedStrategy<Body> {
                 .prop_map(|(epoch, promised)| Body::Nack { epoch, promised }),
             valid_set().prop_map(|set| Body::Decided { set }),
             Just(Body::Leaving),
+            Just(Body::WhichSet),
             (valid_set(), 0..=MAX_FENCE_EPOCH).prop_map(|(last, epoch)| Body::Recovering {
                 epoch: epoch.max(last.epoch),
                 last,

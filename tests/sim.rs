@@ -1324,6 +1324,37 @@ fn seeds_of_the_phantom_cluster() {
     );
 }
 
+/// Issue "holes found on real networks", 2, found in a wider range of the
+/// corrupted schedules (seeds 1,001 to 11,000), which stalled:
+/// - 5203, 5957, 9662: a node that knew no set yet installed one from gossip
+///   (gossip moved only a node that had one). A flipped bit made it a set
+///   nobody decided: a second member list for epoch 2 (5203, 5957), or epoch
+///   34 for 2 (9662), which the node persisted and, restarted, waited forever
+///   to recover. Such a node now asks the set's members (`WhichSet`).
+/// - 9282: a member held a lock for a spectator that SWIM never showed it
+///   (its joins were damaged). The spectator restarted, the member's stream
+///   to it met the new process, and that proof was dropped because SWIM knew
+///   no process at that address; the lock stayed held for a dead process.
+/// - 9282 needed the simulator to model what the shell does: a stream stays
+///   open to every process a node sent to, so its death is proved to the
+///   sender too. That exposed the next seed.
+#[test]
+fn seeds_of_the_gossiped_set_and_the_unknown_spectator() {
+    assert_seeds_pass(Mix::Corrupted, &[5203, 5957, 9282, 9662]);
+}
+
+/// Seed 19 of the replaying-outsider schedules, once the simulator proved
+/// deaths to every process that had sent to the dead one: a lone member was
+/// told a member had died, but SWIM still counted it alive under its identity
+/// (the "down" update named an older one). The member was usable to seat
+/// (`is_usable`) and not to keep (`keeps_seat`), so within one input the lone
+/// member removed it, added it back, removed it, for ever: a hang, and its
+/// memory grew without bound (24 GB before the kernel killed the run).
+#[test]
+fn seed_of_the_seat_given_and_taken_back_forever() {
+    assert_seeds_pass(Mix::Hostile(Hostility::Outsider), &[19]);
+}
+
 /// Replays each seed of `mix` and asserts it passes: safety, and every ticket
 /// served.
 fn assert_seeds_pass(mix: Mix, seeds: &[u64]) {

@@ -297,16 +297,33 @@ impl Node {
     /// at once (the others learn it by gossip), rather than after the
     /// suspicion SWIM needs when all it has is silence.
     pub(super) fn on_peer_gone(&mut self, process: ProcessId, evidence: GoneEvidence) {
-        let Some(peer) = self.peers.get(&process.addr).copied() else {
-            return;
-        };
-        if process == self.me || peer.id.process != process || self.gone.contains(&process) {
+        if process == self.me || self.gone.contains(&process) {
             return;
         }
         if evidence == GoneEvidence::ConnectionRefused && !self.settings.refused_connection_is_proof
         {
             return;
         }
+        let Some(peer) = self
+            .peers
+            .get(&process.addr)
+            .copied()
+            .filter(|peer| peer.id.process == process)
+        else {
+            // A spectator we hold locks for that SWIM never showed us (its
+            // joins were lost, or it is known under a damaged address): the
+            // proof frees them all the same, or they stay held for a process
+            // that no longer exists.
+            if self.serves_spectator(process) {
+                self.emit(Event::ProcessGone {
+                    member: process,
+                    evidence,
+                });
+                self.gone.insert(process);
+                self.drop_served_for(process, true);
+            }
+            return;
+        };
         // A member that announced its leave is expected to be gone: the proof
         // still counts below, but the log already said it LEFT.
         if !self.leaving_peers.contains_key(&process) {

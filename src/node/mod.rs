@@ -325,6 +325,8 @@ pub struct Node {
     pending_merge: Option<ActiveSet>,
     /// Requests from the cluster we merge into, held until we have joined it.
     requests_after_merge: Vec<(ProcessId, LockRequest)>,
+    /// When this node, knowing no set, last asked members for theirs.
+    asked_which_set_at: Option<Duration>,
     life: Life,
     next_join_attempt: Duration,
     /// Seeds that have not answered yet: we keep announcing to each until it does,
@@ -434,6 +436,7 @@ impl Node {
             next_request_id: 1,
             pending_merge: None,
             requests_after_merge: Vec::new(),
+            asked_which_set_at: None,
             life: Life::Running,
             next_join_attempt: now,
             found_at,
@@ -820,6 +823,7 @@ impl Node {
             Body::Accepted { epoch, ballot } => self.on_accepted(from, epoch, ballot),
             Body::Nack { epoch, promised } => self.on_nack(epoch, promised),
             Body::Leaving => self.note_leaving(from),
+            Body::WhichSet => self.tell_set(from),
             Body::Recovering { last, epoch } => self.on_recovering(from, last, epoch),
             Body::WhoHolds { query } => {
                 let locks = self.holding(crate::wire::MAX_HELD_LISTED);
@@ -856,6 +860,7 @@ impl Node {
             | Body::Nack { epoch, .. } => Some(*epoch),
             // A recovering node's epochs are checked against its own (`recovery`).
             Body::Leaving
+            | Body::WhichSet
             | Body::Recovering { .. }
             | Body::Busy { .. }
             | Body::WhoHolds { .. }

@@ -775,6 +775,11 @@ impl Node {
         }
     }
 
+    /// Whether we serve any ticket of `spectator`.
+    pub(super) fn serves_spectator(&self, spectator: ProcessId) -> bool {
+        self.proxy.served.values().any(|s| s.spectator == spectator)
+    }
+
     /// The spectator behind a ticket we serve, for the log.
     pub fn served_spectator(&self, ticket: Ticket) -> Option<ProcessId> {
         self.proxy.served.get(&ticket).map(|s| s.spectator)

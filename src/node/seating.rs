@@ -26,6 +26,13 @@ impl Node {
             return;
         }
         match &self.active_set {
+            // Gossip only hints at a set, even to a node that knows none yet:
+            // a flipped bit in an epoch or an identity names a set nobody
+            // decided, which the node would keep (over the real one of the
+            // same epoch, or below a phantom epoch; and persist, and wait to
+            // recover after a restart) while the cluster went on without it.
+            // Its members are asked, and their answer is installed.
+            None if from.is_none() => self.ask_which_set(&set),
             None => self.install(set, source),
             Some(mine) if mine.same_cluster(&set) => {
                 if set.epoch <= mine.epoch {
@@ -71,6 +78,34 @@ impl Node {
     /// Send our set to the members of `set` that we heard from lately: one
     /// that holds a later set of our cluster, or sits in an older cluster,
     /// answers with its own (`answer_older_set`), which we then take on.
+    /// Knowing no set, ask the members of `set` we heard from lately for
+    /// theirs: at most once a probe period, as gossip repeats itself.
+    fn ask_which_set(&mut self, set: &ActiveSet) {
+        if self
+            .asked_which_set_at
+            .is_some_and(|at| self.now < at + self.settings.swim.probe_period)
+        {
+            return;
+        }
+        let vouchers: Vec<ProcessId> = self.vouchers(set).collect();
+        if vouchers.is_empty() {
+            return;
+        }
+        self.asked_which_set_at = Some(self.now);
+        for member in vouchers {
+            self.send(member, Body::WhichSet);
+        }
+    }
+
+    /// Asked for our set: a member answers with it, as it welcomes a newcomer.
+    pub(super) fn tell_set(&mut self, to: ProcessId) {
+        if let Some(set) = self.active_set.clone()
+            && set.contains(&self.me)
+        {
+            self.send(to, Body::Decided { set });
+        }
+    }
+
     pub(super) fn ask_members_of(&mut self, set: &ActiveSet) {
         let Some(mine) = self.active_set.clone() else {
             return;

@@ -273,8 +273,11 @@ impl Node {
             return matches!(self.life, Life::Running | Life::LeaveAfterRelease { .. });
         }
         // Seated only once we have heard from it ourselves: gossip alone may
-        // be forged or corrupted (a phantom member).
+        // be forged or corrupted (a phantom member). Never one proved gone:
+        // `keeps_seat` would take the seat back at once, and a lone member
+        // would add and remove it forever within one input.
         !self.leaving_peers.contains_key(process)
+            && !self.gone.contains(process)
             && self.heard_from(process).is_some()
             && self
                 .peers

@@ -91,6 +91,9 @@ pub enum Body {
         last: ActiveSet,
         epoch: u64,
     },
+    /// The sender knows no set yet and gossip named one: a member of it
+    /// answers with `Decided`.
+    WhichSet,
     /// Which locks do your clients hold? (for `ra status`)
     WhoHolds {
         query: u64,
@@ -162,6 +165,7 @@ impl Body {
             Body::Decided { .. } => "decided",
             Body::Leaving => "leaving",
             Body::Recovering { .. } => "recovering",
+            Body::WhichSet => "which_set",
             Body::WhoHolds { .. } => "who_holds",
             Body::Holding { .. } => "holding",
             Body::ProxyAcquire { .. } => "proxy_acquire",

@@ -379,6 +379,6 @@ fn lie(rng: &mut SmallRng, body: Body, me: ProcessId) -> Body {
             ticket: extreme(rng, ticket),
             news,
         },
-        other @ (Body::Leaving | Body::Holding { .. }) => other,
+        other @ (Body::Leaving | Body::WhichSet | Body::Holding { .. }) => other,
     }
 }

@@ -250,6 +250,10 @@ pub struct World {
     proposed: BTreeMap<ProcessId, Vec<ProcessId>>,
     /// The processes each process keeps a connection to (its shell would).
     watching: BTreeMap<ProcessId, Vec<ProcessId>>,
+    /// The process each process last sent a message to at each address: its
+    /// shell keeps that stream open too, and a reconnect tells it the process
+    /// there is gone (the transport's `expected`).
+    contacted: BTreeMap<ProcessId, BTreeMap<SocketAddr, ProcessId>>,
     hostile: Option<Hostile>,
     /// The hostile peer's own draws, so schedules without one replay as before.
     hostile_rng: SmallRng,
@@ -300,6 +304,7 @@ impl World {
             leavers: BTreeSet::new(),
             proposed: BTreeMap::new(),
             watching: BTreeMap::new(),
+            contacted: BTreeMap::new(),
             hostile,
             hostile_rng: SmallRng::seed_from_u64(config.seed ^ 0x0005_EED0_FBAD_1DEA),
             hostile_refused_at_wire: 0,
@@ -411,11 +416,17 @@ impl World {
     /// `target` just died: every process watching it (its shell keeps a
     /// stream open) sees the stream break within a round trip and reconnects.
     fn streams_break(&mut self, target: ProcessId) {
-        let watchers: Vec<ProcessId> = self
+        let watchers: BTreeSet<ProcessId> = self
             .watching
             .iter()
             .filter(|(w, list)| **w != target && list.contains(&target))
             .map(|(w, _)| *w)
+            .chain(
+                self.contacted
+                    .iter()
+                    .filter(|(w, sent)| **w != target && sent.get(&target.addr) == Some(&target))
+                    .map(|(w, _)| *w),
+            )
             .collect();
         for watcher in watchers {
             // A round trip, plus the moment the watcher's shell notices the
@@ -722,6 +733,15 @@ impl World {
     }
 
     fn send(&mut self, envelope: Envelope) {
+        let latest = self
+            .contacted
+            .entry(envelope.from)
+            .or_default()
+            .entry(envelope.to.addr)
+            .or_insert(envelope.to);
+        if latest.incarnation < envelope.to.incarnation {
+            *latest = envelope.to;
+        }
         // Every message goes through the real wire format, so a conversion bug
         // shows up here too.
         let envelope = match crate::wire::roundtrip(&envelope) {
