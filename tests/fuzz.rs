@@ -880,7 +880,8 @@ fn gossiped_sets_are_checked_like_messages() {
         let before = before.map(|s| (s.cluster, true));
         assert_eq!(after, before, "{set:?}");
     }
-    // A set within bounds still comes through.
+    // A set within bounds still comes through: the node asks its member,
+    // and installs the member's answer.
     let mut a = node(7000, &[]);
     let valid = set(7001, 7, vec![process(7001)]);
     let forged = Forged {
@@ -897,8 +898,32 @@ fn gossiped_sets_are_checked_like_messages() {
         None,
         "one datagram is a claim, not a contact"
     );
-    feed(&mut a, Duration::from_secs(5), local(7001), &data);
+    let out = feed(&mut a, Duration::from_secs(5), local(7001), &data);
+    assert_eq!(a.active_set(), None, "gossip is a hint, even with no set");
+    assert!(asked_which_set(&out, 7001), "the member is asked");
+    decided_from(&mut a, 7001, valid.clone());
     assert_eq!(a.active_set(), Some(&valid));
+}
+
+/// Whether `out` asks the process at 127.0.0.1:`member` for its set.
+fn asked_which_set(out: &[Output], member: u16) -> bool {
+    out.iter().any(|o| {
+        matches!(o, Output::Message(e) if e.to.addr == local(member) && e.body == Body::WhichSet)
+    })
+}
+
+/// The process at 127.0.0.1:`from` tells `n` its set, over a stream.
+fn decided_from(n: &mut Node, from: u16, set: ActiveSet) {
+    let me = n.me();
+    n.handle(
+        Duration::from_secs(5),
+        Input::Message(Envelope {
+            from: process(from),
+            to: me,
+            clock: 1,
+            body: Body::Decided { set },
+        }),
+    );
 }
 
 /// Two identical gossip datagrams from the process at 127.0.0.1:`from` to `n`
@@ -923,7 +948,8 @@ fn gossip_from(n: &mut Node, from: u16, gossip: Vec<Gossip>) -> Vec<Output> {
 /// refused it, and adopted outright by a node with no set yet. Either way the
 /// node then ignored every later, lower epoch of its real cluster: wedged on
 /// an epoch no quorum decided. A gossiped set now needs a member the node has
-/// heard from, and nothing the node refuses is remembered.
+/// heard from, nothing the node refuses is remembered, and a node with no set
+/// asks that member for its set rather than adopt the gossip.
 #[test]
 fn a_forged_far_ahead_epoch_neither_sticks_nor_wedges() {
     let set = |cluster: u16, epoch: u64, members: &[u16]| ActiveSet {
@@ -943,7 +969,9 @@ fn a_forged_far_ahead_epoch_neither_sticks_nor_wedges() {
     assert_sane(&a, &out);
     assert_eq!(a.active_set(), None, "a set no one it heard from is in");
     let real = set(7001, 7, &[7001]);
-    gossip_from(&mut a, 7001, vec![Gossip::ActiveSet(real.clone())]);
+    let out = gossip_from(&mut a, 7001, vec![Gossip::ActiveSet(real.clone())]);
+    assert!(asked_which_set(&out, 7001), "the real member is asked");
+    decided_from(&mut a, 7001, real.clone());
     assert_eq!(
         a.active_set(),
         Some(&real),

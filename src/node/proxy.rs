@@ -193,13 +193,7 @@ impl Node {
         let Some(forwarded) = self.proxy.forwarded.remove(&(lock.clone(), ticket)) else {
             return false;
         };
-        self.send(
-            forwarded.to,
-            Body::ProxyRelease {
-                lock: lock.clone(),
-                ticket,
-            },
-        );
+        self.send_proxy_release(forwarded.to, lock, ticket);
         match forwarded.granted {
             Some((fence, since)) => self.emit(Event::ExitVia {
                 lock: lock.clone(),
@@ -229,7 +223,7 @@ impl Node {
             // A ticket we released or moved elsewhere, and the member did not
             // hear (a broken stream): it must not hold the lock for it.
             if matches!(news, ProxyNews::Granted { .. } | ProxyNews::Held) {
-                self.send(from, Body::ProxyRelease { lock, ticket });
+                self.send_proxy_release(from, &lock, ticket);
             }
             return;
         }
@@ -318,13 +312,7 @@ impl Node {
             return;
         }
         // The old member may still be there: take the ticket back from it.
-        self.send(
-            old.to,
-            Body::ProxyRelease {
-                lock: key.0.clone(),
-                ticket: key.1,
-            },
-        );
+        self.send_proxy_release(old.to, &key.0, key.1);
         self.forward(key.0.clone(), key.1, old.try_only, old.asked_at, target);
     }
 
@@ -410,13 +398,7 @@ impl Node {
         let all = std::mem::take(&mut self.proxy.forwarded);
         let count = all.len();
         for ((lock, ticket), forwarded) in all {
-            self.send(
-                forwarded.to,
-                Body::ProxyRelease {
-                    lock: lock.clone(),
-                    ticket,
-                },
-            );
+            self.send_proxy_release(forwarded.to, &lock, ticket);
             match forwarded.granted {
                 Some((fence, _)) if !forwarded.lost => {
                     self.emit(Event::Lost {
@@ -773,6 +755,17 @@ impl Node {
             let proved = self.gone.contains(&spectator);
             self.drop_served_for(spectator, proved);
         }
+    }
+
+    /// Tell the member that carries `ticket` for us that we are done with it.
+    fn send_proxy_release(&mut self, member: ProcessId, lock: &LockName, ticket: Ticket) {
+        self.send(
+            member,
+            Body::ProxyRelease {
+                lock: lock.clone(),
+                ticket,
+            },
+        );
     }
 
     /// Whether we serve any ticket of `spectator`.

@@ -1,7 +1,7 @@
 //! Seating: the node's active set, adopting decided sets, merging clusters,
 //! and the Paxos rounds that change the set.
 //!
-//! Just over 500 lines because it is one job, every way this node's active
+//! About 600 lines because it is one job, every way this node's active
 //! set changes; the Paxos steps share the proposal's state with the rest.
 
 use super::*;
@@ -75,9 +75,6 @@ impl Node {
         }
     }
 
-    /// Send our set to the members of `set` that we heard from lately: one
-    /// that holds a later set of our cluster, or sits in an older cluster,
-    /// answers with its own (`answer_older_set`), which we then take on.
     /// Knowing no set, ask the members of `set` we heard from lately for
     /// theirs: at most once a probe period, as gossip repeats itself.
     fn ask_which_set(&mut self, set: &ActiveSet) {
@@ -106,6 +103,9 @@ impl Node {
         }
     }
 
+    /// Send our set to the members of `set` that we heard from lately: one
+    /// that holds a later set of our cluster, or sits in an older cluster,
+    /// answers with its own (`answer_older_set`), which we then take on.
     pub(super) fn ask_members_of(&mut self, set: &ActiveSet) {
         let Some(mine) = self.active_set.clone() else {
             return;

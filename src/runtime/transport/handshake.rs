@@ -127,24 +127,9 @@ mod tests {
         assert!(!verify(&other, Side::Hello, &a, &b, &caller, &callee, &tag));
         assert!(!verify(&key, Side::Welcome, &a, &b, &caller, &callee, &tag));
         assert!(!verify(&key, Side::Hello, &b, &a, &caller, &callee, &tag));
-        assert!(!verify(
-            &key,
-            Side::Hello,
-            &a,
-            &b,
-            &pid(3, 1),
-            &callee,
-            &tag
-        ));
-        assert!(!verify(
-            &key,
-            Side::Hello,
-            &a,
-            &b,
-            &caller,
-            &pid(2, 3),
-            &tag
-        ));
+        let (stranger, impostor) = (pid(3, 1), pid(2, 3));
+        assert!(!verify(&key, Side::Hello, &a, &b, &stranger, &callee, &tag));
+        assert!(!verify(&key, Side::Hello, &a, &b, &caller, &impostor, &tag));
         assert!(!verify(
             &key,
             Side::Hello,

@@ -56,6 +56,14 @@ pub(super) fn render(model: &Model) -> String {
     };
     let mut depth = 1;
     let pad = |depth: usize| "    ".repeat(depth);
+    let note_over = |out: &mut String, depth: usize, over: &str, lines: &[String]| {
+        let _ = writeln!(
+            out,
+            "{}Note over {over}: {}",
+            pad(depth),
+            mermaid_lines(lines)
+        );
+    };
     for row in &model.rows {
         match &row.item {
             Item::Arrow {
@@ -75,22 +83,11 @@ pub(super) fn render(model: &Model) -> String {
                 );
             }
             Item::Note { at, lines } => {
-                let _ = writeln!(
-                    out,
-                    "{}Note over {}: {}",
-                    pad(depth),
-                    name(at),
-                    mermaid_lines(lines)
-                );
+                note_over(&mut out, depth, &name(at), lines);
             }
             Item::Wide { lines } => {
                 if !wide.is_empty() {
-                    let _ = writeln!(
-                        out,
-                        "{}Note over {wide}: {}",
-                        pad(depth),
-                        mermaid_lines(lines)
-                    );
+                    note_over(&mut out, depth, &wide, lines);
                 }
             }
             Item::Enter { at, lines, rect } => {
@@ -99,13 +96,7 @@ pub(super) fn render(model: &Model) -> String {
                     depth += 1;
                 }
                 let _ = writeln!(out, "{}activate {}", pad(depth), name(at));
-                let _ = writeln!(
-                    out,
-                    "{}Note over {}: {}",
-                    pad(depth),
-                    name(at),
-                    mermaid_lines(lines)
-                );
+                note_over(&mut out, depth, &name(at), lines);
             }
             Item::Exit {
                 at,
@@ -113,13 +104,7 @@ pub(super) fn render(model: &Model) -> String {
                 active,
                 rect,
             } => {
-                let _ = writeln!(
-                    out,
-                    "{}Note over {}: {}",
-                    pad(depth),
-                    name(at),
-                    mermaid_lines(lines)
-                );
+                note_over(&mut out, depth, &name(at), lines);
                 if *active {
                     let _ = writeln!(out, "{}deactivate {}", pad(depth), name(at));
                 }
