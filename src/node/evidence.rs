@@ -296,6 +296,28 @@ impl Node {
     /// The shell's proof that `process` is gone: declare it down through SWIM
     /// at once (the others learn it by gossip), rather than after the
     /// suspicion SWIM needs when all it has is silence.
+    /// Proof about `process` frees the locks we hold for spectators that SWIM
+    /// never showed us (joins lost, or a damaged identity taken for a
+    /// restart): `process` itself if `itself`, and when nothing listens at
+    /// its address any more, every earlier process there too.
+    fn free_spectators_gone(&mut self, process: ProcessId, evidence: GoneEvidence, itself: bool) {
+        let refused = evidence == GoneEvidence::ConnectionRefused;
+        for spectator in self.served_spectators() {
+            let gone = (itself && spectator == process)
+                || (refused
+                    && spectator.addr == process.addr
+                    && spectator.incarnation < process.incarnation);
+            if gone && !self.gone.contains(&spectator) {
+                self.emit(Event::ProcessGone {
+                    member: spectator,
+                    evidence,
+                });
+                self.gone.insert(spectator);
+                self.drop_served_for(spectator, true);
+            }
+        }
+    }
+
     pub(super) fn on_peer_gone(&mut self, process: ProcessId, evidence: GoneEvidence) {
         if process == self.me || self.gone.contains(&process) {
             return;
@@ -314,16 +336,14 @@ impl Node {
             // joins were lost, or it is known under a damaged address): the
             // proof frees them all the same, or they stay held for a process
             // that no longer exists.
-            if self.serves_spectator(process) {
-                self.emit(Event::ProcessGone {
-                    member: process,
-                    evidence,
-                });
-                self.gone.insert(process);
-                self.drop_served_for(process, true);
-            }
+            self.free_spectators_gone(process, evidence, true);
             return;
         };
+        if evidence == GoneEvidence::ConnectionRefused {
+            // Nothing listens at the address: an earlier process there that
+            // we still serve is gone as well.
+            self.free_spectators_gone(process, evidence, false);
+        }
         // A member that announced its leave is expected to be gone: the proof
         // still counts below, but the log already said it LEFT.
         if !self.leaving_peers.contains_key(&process) {

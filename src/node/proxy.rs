@@ -768,9 +768,9 @@ impl Node {
         );
     }
 
-    /// Whether we serve any ticket of `spectator`.
-    pub(super) fn serves_spectator(&self, spectator: ProcessId) -> bool {
-        self.proxy.served.values().any(|s| s.spectator == spectator)
+    /// The spectators we serve tickets for.
+    pub(super) fn served_spectators(&self) -> BTreeSet<ProcessId> {
+        self.proxy.served.values().map(|s| s.spectator).collect()
     }
 
     /// The spectator behind a ticket we serve, for the log.

@@ -416,19 +416,21 @@ impl World {
     /// `target` just died: every process watching it (its shell keeps a
     /// stream open) sees the stream break within a round trip and reconnects.
     fn streams_break(&mut self, target: ProcessId) {
-        let watchers: BTreeSet<ProcessId> = self
+        // A stream is to an address: the reconnect's evidence names the process
+        // the watcher last sent to there, which may not be the one that died
+        // (a damaged "later" identity it took for a restart).
+        let watchers: BTreeSet<(ProcessId, ProcessId)> = self
             .watching
             .iter()
             .filter(|(w, list)| **w != target && list.contains(&target))
-            .map(|(w, _)| *w)
-            .chain(
-                self.contacted
-                    .iter()
-                    .filter(|(w, sent)| **w != target && sent.get(&target.addr) == Some(&target))
-                    .map(|(w, _)| *w),
-            )
+            .map(|(w, _)| (*w, target))
+            .chain(self.contacted.iter().filter_map(|(w, sent)| {
+                let expected = sent.get(&target.addr)?;
+                (*w != target && expected.incarnation >= target.incarnation)
+                    .then_some((*w, *expected))
+            }))
             .collect();
-        for watcher in watchers {
+        for (watcher, target) in watchers {
             // A round trip, plus the moment the watcher's shell notices the
             // break (its reconnect backoff starts at 50 ms): watchers learn at
             // different times, some from gossip first.
