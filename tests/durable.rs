@@ -131,12 +131,12 @@ fn a_whole_cluster_restart_hands_out_fences_above_the_first_runs() {
         let node = run.start(i, 2, addr, seed);
         nodes.push(node);
     }
+    // `Listening` is logged before the node reads its state, so wait for it.
     for node in &mut nodes {
-        assert!(
-            logged(node, |e| matches!(e, Event::Restored { .. })),
-            "{} did not restore its state",
-            node.name
-        );
+        let what = format!("{} to restore its state", node.name);
+        wait_for(&what, FORMED_WITHIN, || {
+            logged(node, |e| matches!(e, Event::Restored { .. }))
+        });
     }
     formed(&mut nodes);
     assert!(
