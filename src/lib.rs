@@ -5,7 +5,7 @@
 //! The protocol lives in [`node::Node`], a sans-IO state machine; [`runtime`]
 //! drives it with tokio and real sockets, `sim` with a simulated network and
 //! clock. The simulator, and the switches that break the protocol on purpose
-//! ([`protocol::mutations`]), come with the `sim` cargo feature: the tests turn
+//! (`protocol::mutations`), come with the `sim` cargo feature: the tests turn
 //! it on (Cargo.toml's dev-dependency on `ra` itself), the release binary
 //! leaves it out.
 

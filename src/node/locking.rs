@@ -595,7 +595,7 @@ impl Node {
             slot.ra.defer(from, request);
             Decision::Defer(DeferReason::EvictionPending)
         } else {
-            slot.ra.on_request(from, request, clock, mutations)
+            slot.ra.on_request_under(from, request, clock, mutations)
         };
         self.emit(Event::RequestReceived {
             lock: lock.clone(),

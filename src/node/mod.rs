@@ -94,7 +94,11 @@ pub struct NodeSettings {
     /// new incarnation at the address, or SWIM, says a member failed.
     pub refused_connection_is_proof: bool,
     pub swim: SwimSettings,
+    /// Test-only switches; outside the crate's API without the `sim` feature.
+    #[cfg(feature = "sim")]
     pub mutations: Mutations,
+    #[cfg(not(feature = "sim"))]
+    pub(crate) mutations: Mutations,
 }
 
 impl Default for NodeSettings {

@@ -2,8 +2,9 @@
 //! the simulator catch each classic mistake.
 //!
 //! Only the `sim` cargo feature, which the tests turn on, gives [`Mutations`]
-//! its switches. Without it the type is empty, every switch reads as a constant
-//! `false`, and the release binary carries none of the broken branches.
+//! its switches and makes this module public. Without it the module is
+//! crate-private, the type is empty, every switch reads as a constant `false`,
+//! and the release binary carries none of the broken branches.
 
 #[cfg(feature = "sim")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -318,6 +318,16 @@ impl RicartAgrawala {
         from: ProcessId,
         request: DeferredRequest,
         current_clock: u64,
+    ) -> Decision {
+        self.on_request_under(from, request, current_clock, Mutations::default())
+    }
+
+    /// [`Self::on_request`], with the tests' switches that break it.
+    pub(crate) fn on_request_under(
+        &mut self,
+        from: ProcessId,
+        request: DeferredRequest,
+        current_clock: u64,
         mutations: Mutations,
     ) -> Decision {
         let decision = match &self.state {
@@ -553,15 +563,6 @@ mod tests {
         }
     }
 
-    const NONE: Mutations = Mutations {
-        compare_current_clock: false,
-        skip_epoch_check: false,
-        local_active_sets: false,
-        ignore_grant_lease: false,
-        wrapping_clock: false,
-        hand_on_past_lease: false,
-        hand_on_without_turns: false,
-    };
     const T0: Duration = Duration::ZERO;
     const LEASE: Option<Duration> = Some(Duration::from_millis(900));
 
@@ -670,7 +671,6 @@ mod tests {
                 pid(case.their_port),
                 request(1, case.their_timestamp, 1),
                 100,
-                NONE,
             );
             assert_eq!(
                 matches!(decision, Decision::Defer(_)),
@@ -694,15 +694,15 @@ mod tests {
         let v = set(1, &[7001, 7002]);
         let mut ra = RicartAgrawala::new(pid(7002));
         ra.issue(1, 3, &v, T0);
-        let right = ra.on_request(pid(7001), request(1, 10, 1), 50, NONE);
+        let right = ra.on_request(pid(7001), request(1, 10, 1), 50);
         assert!(matches!(right, Decision::Defer(_)));
         let mut broken = RicartAgrawala::new(pid(7002));
         broken.issue(1, 3, &v, T0);
         let mutations = Mutations {
             compare_current_clock: true,
-            ..NONE
+            ..Mutations::default()
         };
-        let wrong = broken.on_request(pid(7001), request(1, 10, 1), 50, mutations);
+        let wrong = broken.on_request_under(pid(7001), request(1, 10, 1), 50, mutations);
         assert_eq!(wrong, Decision::Grant);
     }
 
@@ -779,8 +779,8 @@ mod tests {
         reply(&mut ra, 7002, p.id, 1);
         reply(&mut ra, 7003, p.id, 1);
         let fence = entered(&mut ra).expect("all replied");
-        ra.on_request(pid(7002), request(8, 4, 1), 10, NONE);
-        ra.on_request(pid(7003), request(3, 6, 1), 10, NONE);
+        ra.on_request(pid(7002), request(8, 4, 1), 10);
+        ra.on_request(pid(7003), request(3, 6, 1), 10);
         let (exit_fence, due) = ra.exit().expect("was holding");
         assert_eq!(fence, exit_fence);
         assert_eq!(

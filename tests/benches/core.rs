@@ -18,7 +18,6 @@ use ra::protocol::active_set::ActiveSet;
 use ra::protocol::ids::ProcessId;
 use ra::protocol::lock::LockName;
 use ra::protocol::message::{Body, Envelope, LockRequest};
-use ra::protocol::mutations::Mutations;
 use ra::protocol::paxos::{Acceptor, Ballot, Proposal, ProposalStep, Vote};
 use ra::protocol::ricart_agrawala::{Decision, DeferredRequest, Grant, RicartAgrawala, State};
 
@@ -117,18 +116,8 @@ mod ricart_agrawala {
     #[divan::bench]
     fn on_request_grant(bencher: Bencher) {
         let mut ra = RicartAgrawala::new(pid(B));
-        bencher.bench_local(|| {
-            ra.on_request(
-                black_box(pid(A)),
-                black_box(incoming(9)),
-                10,
-                Mutations::default(),
-            )
-        });
-        assert_eq!(
-            ra.on_request(pid(A), incoming(9), 10, Mutations::default()),
-            Decision::Grant
-        );
+        bencher.bench_local(|| ra.on_request(black_box(pid(A)), black_box(incoming(9)), 10));
+        assert_eq!(ra.on_request(pid(A), incoming(9), 10), Decision::Grant);
     }
 
     /// Waiting with an older request of our own: defer (and remember it).
@@ -136,16 +125,9 @@ mod ricart_agrawala {
     fn on_request_defer(bencher: Bencher) {
         let mut ra = RicartAgrawala::new(pid(B));
         ra.issue(1, 3, &active_set(&[A, B, C]), Duration::ZERO);
-        bencher.bench_local(|| {
-            ra.on_request(
-                black_box(pid(A)),
-                black_box(incoming(9)),
-                10,
-                Mutations::default(),
-            )
-        });
+        bencher.bench_local(|| ra.on_request(black_box(pid(A)), black_box(incoming(9)), 10));
         assert!(matches!(
-            ra.on_request(pid(A), incoming(9), 10, Mutations::default()),
+            ra.on_request(pid(A), incoming(9), 10),
             Decision::Defer(_)
         ));
     }
