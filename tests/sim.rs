@@ -363,13 +363,28 @@ fn scenario_holder_crashes_behind_a_cut() {
 
 #[test]
 fn scenario_holder_restarts_at_once() {
+    // The seed orders the news: a survivor may hear SWIM's gossip of the new
+    // process before its own reconnect shows it. Its proof must still lift
+    // the old process's grant lease: 19 of these seeds waited it out (520 to
+    // 830 ms) when the proof counted only for the process SWIM still showed.
+    for seed in 1..=64 {
+        let mut schedule = scenarios::holder_restarts_at_once();
+        schedule.config.seed = seed;
+        let report = run_scenario("holder_restarts_at_once", schedule);
+        let (after, causes) = failover(&report);
+        assert!(
+            causes.contains(&FailureCause::ProcessGone),
+            "seed {seed}: {causes:?}"
+        );
+        assert!(
+            after < Duration::from_millis(300),
+            "seed {seed}: the next holder entered {after:?} after the restart"
+        );
+    }
     let report = run_scenario(
         "holder_restarts_at_once",
         scenarios::holder_restarts_at_once(),
     );
-    let (after, causes) = failover(&report);
-    assert!(causes.contains(&FailureCause::ProcessGone), "{causes:?}");
-    assert!(after < Duration::from_millis(500), "{after:?}");
     // The new process at the address is a new member, served in turn.
     assert!(
         report

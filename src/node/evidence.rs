@@ -293,9 +293,6 @@ impl Node {
 }
 
 impl Node {
-    /// The shell's proof that `process` is gone: declare it down through SWIM
-    /// at once (the others learn it by gossip), rather than after the
-    /// suspicion SWIM needs when all it has is silence.
     /// Proof about `process` frees the locks we hold for spectators that SWIM
     /// never showed us (joins lost, or a damaged identity taken for a
     /// restart): `process` itself if `itself`, and when nothing listens at
@@ -318,6 +315,9 @@ impl Node {
         }
     }
 
+    /// The shell's proof that `process` is gone: declare it down through SWIM
+    /// at once (the others learn it by gossip), rather than after the
+    /// suspicion SWIM needs when all it has is silence.
     pub(super) fn on_peer_gone(&mut self, process: ProcessId, evidence: GoneEvidence) {
         if process == self.me || self.gone.contains(&process) {
             return;
@@ -337,6 +337,16 @@ impl Node {
             // proof frees them all the same, or they stay held for a process
             // that no longer exists.
             self.free_spectators_gone(process, evidence, true);
+            // SWIM heard of a later process at the address before our stream
+            // did: the proof still lifts the leases that hold the dead one's
+            // seat, or the vote on its removal waits them out.
+            let seated = self
+                .active_set
+                .as_ref()
+                .is_some_and(|s| s.contains(&process));
+            if seated && !self.gone.contains(&process) {
+                self.record_gone(process, evidence);
+            }
             return;
         };
         if evidence == GoneEvidence::ConnectionRefused {
@@ -344,23 +354,7 @@ impl Node {
             // we still serve is gone as well.
             self.free_spectators_gone(process, evidence, false);
         }
-        // A member that announced its leave is expected to be gone: the proof
-        // still counts below, but the log already said it LEFT.
-        if !self.leaving_peers.contains_key(&process) {
-            self.emit(Event::ProcessGone {
-                member: process,
-                evidence,
-            });
-        }
-        // Only the seated and the known need remembering.
-        let seated = |p: &ProcessId| self.active_set.as_ref().is_some_and(|s| s.contains(p));
-        let known: BTreeSet<ProcessId> = self.peers.values().map(|p| p.id.process).collect();
-        self.gone.retain(|p| seated(p) || known.contains(p));
-        self.gone.insert(process);
-        self.drop_served_for(process, true);
-        // A lease of the dead process may have put the next proposal off:
-        // it protects nothing now.
-        self.next_proposal_at = self.next_proposal_at.min(self.now);
+        self.record_gone(process, evidence);
         if !peer.alive {
             // Gossip declared it down first: our proof still lifts the doubt
             // and the leases that would hold its seat.
@@ -375,6 +369,26 @@ impl Node {
             &mut self.swim_io,
         );
         self.spread_news();
+    }
+
+    /// Remember `process` as proved gone: its leases protect nothing now.
+    fn record_gone(&mut self, process: ProcessId, evidence: GoneEvidence) {
+        // A member that announced its leave is expected to be gone: the proof
+        // still counts, but the log already said it LEFT.
+        if !self.leaving_peers.contains_key(&process) {
+            self.emit(Event::ProcessGone {
+                member: process,
+                evidence,
+            });
+        }
+        // Only the seated and the known need remembering.
+        let seated = |p: &ProcessId| self.active_set.as_ref().is_some_and(|s| s.contains(p));
+        let known: BTreeSet<ProcessId> = self.peers.values().map(|p| p.id.process).collect();
+        self.gone.retain(|p| seated(p) || known.contains(p));
+        self.gone.insert(process);
+        self.drop_served_for(process, true);
+        // A lease of the dead process may have put the next proposal off.
+        self.next_proposal_at = self.next_proposal_at.min(self.now);
     }
 
     /// Keep the shell watching the active set and the live members (a few
