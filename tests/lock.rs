@@ -22,7 +22,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use ra::event::Event;
-use support::{Node, Scratch, active_set, assert_mutual_exclusion, exits, logged, wait_for};
+use support::{Node, Scratch, assert_mutual_exclusion, exits, logged, read, wait_for};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -71,9 +71,8 @@ impl Cluster {
             };
             nodes.push(node);
         }
-        let seats = size.min(3);
         wait_for("the cluster to form", FORMED_WITHIN, || {
-            nodes.iter_mut().all(|n| active_set(n).len() == seats)
+            nodes.iter_mut().all(|n| read(n).active_set_full(size))
         });
         Self { nodes, scratch }
     }

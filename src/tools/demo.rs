@@ -338,11 +338,9 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
     for i in 1..args.nodes {
         demo.start_node(Some(i - 1))?;
     }
-    let seated = args.nodes.min(3);
+    let cluster = args.nodes;
     demo.wait_until("the active set to form", Duration::from_secs(20), |d| {
-        d.nodes
-            .iter()
-            .all(|n| n.active_set().is_some_and(|set| set.len() == seated))
+        d.nodes.iter().all(|n| n.active_set_full(cluster))
     })?;
 
     for round in 1..=args.rounds {
@@ -399,11 +397,9 @@ fn story(demo: &mut Demo, args: &DemoArgs) -> Result<()> {
                 let running: Vec<usize> = (0..d.nodes.len())
                     .filter(|&i| i != leaver && d.nodes[i].count(is_left) == 0)
                     .collect();
-                running.iter().all(|&i| {
-                    d.nodes[i]
-                        .active_set()
-                        .is_some_and(|set| set.len() == running.len().min(seated))
-                })
+                running
+                    .iter()
+                    .all(|&i| d.nodes[i].active_set_full(running.len()))
             },
         )?;
     }

@@ -247,6 +247,22 @@ impl RaProcess {
         })
     }
 
+    /// Whether the set this node installed last seats as many of `cluster`
+    /// processes as the set's own cap (`max_active`) allows.
+    pub fn active_set_full(&self, cluster: usize) -> bool {
+        self.records.iter().rev().find_map(|r| match &r.event {
+            Event::ActiveSetInstalled {
+                members,
+                max_active,
+                ..
+            } => {
+                let cap = usize::try_from(*max_active).unwrap_or(usize::MAX);
+                Some(members.len() == cluster.min(cap))
+            }
+            _ => None,
+        }) == Some(true)
+    }
+
     /// Type a line on its stdin (an empty line asks for the lock `default`).
     pub fn type_line(&mut self, line: &str) -> Result<()> {
         let name = &self.name;
