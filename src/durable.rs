@@ -110,7 +110,7 @@ impl DurableState {
 
     /// The file's bytes: a header line with the version, the body's length and
     /// its SHA-256, then the body.
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
         let stored = Stored {
             node: self.node,
             cluster: self.set.cluster,
@@ -120,8 +120,8 @@ impl DurableState {
             epoch: self.epoch,
             fences: BTreeMap::new(),
         };
-        // Serializing plain data to a Vec cannot fail.
-        let body = serde_json::to_vec(&stored).unwrap_or_default();
+        // An error here would otherwise write an empty body: the caller stops.
+        let body = serde_json::to_vec(&stored)?;
         let mut header = format!("{MAGIC} {VERSION} {} ", body.len());
         for byte in Sha256::digest(&body) {
             let _ = write!(header, "{byte:02x}");
@@ -130,7 +130,7 @@ impl DurableState {
         let mut bytes = header.into_bytes();
         bytes.extend_from_slice(&body);
         bytes.push(b'\n');
-        bytes
+        Ok(bytes)
     }
 
     /// Read a file's bytes back; every error says what is wrong with it.
@@ -248,7 +248,7 @@ mod tests {
     fn a_state_reads_back_as_written() {
         let s = state();
         assert_eq!(s.epoch, 6);
-        assert_eq!(DurableState::decode(&s.encode()), Ok(s));
+        assert_eq!(DurableState::decode(&s.encode().expect("encode")), Ok(s));
     }
 
     /// An entry writes nothing: only a new set, or a fence of a newer epoch
@@ -284,14 +284,14 @@ mod tests {
         let s = DurableState::decode(&reseal(&old)).expect("an earlier version's file");
         assert_eq!((s.set.epoch, s.epoch), (2, 3));
         assert_eq!(s.set.members.len(), 2);
-        let written = String::from_utf8(s.encode()).expect("text");
+        let written = String::from_utf8(s.encode().expect("encode")).expect("text");
         assert!(written.contains(r#""fences":{}"#), "{written}");
         assert_eq!(DurableState::decode(written.as_bytes()), Ok(s));
     }
 
     #[test]
     fn every_damage_is_refused_with_a_reason() {
-        let good = state().encode();
+        let good = state().encode().expect("encode");
         let mut flipped = good.clone();
         let last = flipped.len() - 3;
         flipped[last] ^= 0x01;

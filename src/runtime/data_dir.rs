@@ -101,7 +101,9 @@ impl DataDir {
     /// Write `state` durably: temporary file, fsync, rename, fsync the directory.
     pub fn write(&self, state: &DurableState) -> Result<()> {
         let temp = self.path.join(TEMP);
-        let bytes = state.encode();
+        let bytes = state
+            .encode()
+            .with_context(|| format!("cannot encode the state for {}", temp.display()))?;
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(true)
