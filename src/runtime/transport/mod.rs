@@ -202,8 +202,9 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Whether a failure to connect is the TLS handshake's (a rustls error
-/// somewhere in its causes, or the peer closing the connection mid-way).
-fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
+/// somewhere in its causes, or, with TLS on, the peer closing the connection
+/// mid-way).
+fn is_tls_failure(error: &(dyn std::error::Error + 'static), tls: bool) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {
         if e.downcast_ref::<tokio_rustls::rustls::Error>().is_some()
@@ -214,7 +215,11 @@ fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
                         .is_some()
                 })
             })
-            || e.to_string().contains("tls handshake")
+            // tokio-rustls reports a close mid-handshake as a bare
+            // UnexpectedEof; nothing else in a connect reads to an end.
+            || (tls
+                && e.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof))
         {
             return true;
         }
@@ -223,8 +228,8 @@ fn is_tls_failure(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn connect_failure(error: &(dyn std::error::Error + 'static)) -> Failure {
-    if is_tls_failure(error) {
+fn connect_failure(error: &(dyn std::error::Error + 'static), tls: bool) -> Failure {
+    if is_tls_failure(error, tls) {
         Failure::Tls(chain(error))
     } else {
         Failure::Other(chain(error))
@@ -249,7 +254,10 @@ async fn open(addr: SocketAddr, context: &Context) -> Result<Stream, Failure> {
         Ok(_) => {}
     }
     let endpoint = endpoint(addr, context.tls.as_deref()).map_err(|e| Failure::Other(chain(&e)))?;
-    let channel: Channel = endpoint.connect().await.map_err(|e| connect_failure(&e))?;
+    let channel: Channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| connect_failure(&e, context.tls.is_some()))?;
     let mut client = pb::peer_client::PeerClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
@@ -274,12 +282,14 @@ async fn open(addr: SocketAddr, context: &Context) -> Result<Stream, Failure> {
     let mut responses = client
         .exchange(ReceiverStream::new(rx).map(|frame| *frame))
         .await
-        .map_err(|status| match connect_failure(&status) {
-            // A server that refuses our certificate says so only once the
-            // stream is tried (TLS 1.3 checks the caller's after its own).
-            Failure::Tls(why) => Failure::Tls(why),
-            _ => Failure::Other(format!("refused the stream: {}", status.message())),
-        })?
+        .map_err(
+            |status| match connect_failure(&status, context.tls.is_some()) {
+                // A server that refuses our certificate says so only once the
+                // stream is tried (TLS 1.3 checks the caller's after its own).
+                Failure::Tls(why) => Failure::Tls(why),
+                _ => Failure::Other(format!("refused the stream: {}", status.message())),
+            },
+        )?
         .into_inner();
     let welcome = match tokio::time::timeout(HANDSHAKE_TIMEOUT, responses.message()).await {
         Ok(Ok(Some(pb::PeerFrame {
