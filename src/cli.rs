@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
-use ra::commands::{lock::LockArgs, status::StatusArgs};
+use ra::commands::{lock_command::LockArgs, status::StatusArgs};
 use ra::config::NodeFlags;
 use ra::tools::{bench::BenchArgs, check::CheckArgs, demo::DemoArgs, trace::TraceArgs};
 

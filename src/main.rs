@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         None => run_node(&cli.node),
-        Some(Command::Lock(args)) => ra::commands::lock::run(&args),
+        Some(Command::Lock(args)) => ra::commands::lock_command::run(&args),
         Some(Command::Status(args)) => ra::commands::status::run_status(&args),
         Some(Command::Members(args)) => ra::commands::status::run_members(&args),
         Some(Command::Keygen) => ra::membership::keyfile::generate().map(|key| {

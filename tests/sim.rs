@@ -210,8 +210,8 @@ fn first_time(report: &Report, slot: usize, pick: impl Fn(&Event) -> bool) -> Op
 }
 
 #[test]
-fn scenario_view_divergence() {
-    let report = run_scenario("view_divergence", scenarios::view_divergence());
+fn scenario_set_divergence() {
+    let report = run_scenario("set_divergence", scenarios::set_divergence());
     let (r1, r2) = (1, 3);
     // r1 kept its seat: it was served right away, not pushed out by older b and r2.
     let r1_entry = entries(&report, r1)
@@ -255,8 +255,8 @@ fn scenario_view_divergence() {
 }
 
 #[test]
-fn scenario_view_divergence_without_the_view_check_is_caught() {
-    let mut schedule = scenarios::view_divergence();
+fn scenario_set_divergence_without_the_view_check_is_caught() {
+    let mut schedule = scenarios::set_divergence();
     schedule.config.settings.mutations = Mutations {
         skip_epoch_check: true,
         ..Mutations::default()
@@ -738,7 +738,7 @@ fn broken_rules_are_caught() {
     // (name, the switch, what must show up)
     let broken: [(&str, Mutations, &str, Mix); 6] = [
         (
-            "granting without the view check",
+            "granting without the epoch check",
             Mutations {
                 skip_epoch_check: true,
                 ..Mutations::default()

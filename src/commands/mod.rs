@@ -1,7 +1,7 @@
 //! The client commands: `ra lock`, `ra status`, `ra members`. Each talks to a
 //! node's client API over its local Unix socket (`proto/ra/v1/lock.proto`).
 
-pub mod lock;
+pub mod lock_command;
 pub mod status;
 
 use std::path::PathBuf;

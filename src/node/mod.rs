@@ -12,9 +12,12 @@
 //! the line if it still waited), and `Lost` tells a client its ticket ended
 //! without it.
 //!
-//! The jobs are split by file: [`swim`] (who is alive), [`seating`] (the active
+//! The jobs are split by file: [`swim`] (who is alive), [`evidence`] (what this
+//! node saw itself, and proof that a process is gone), [`seating`] (the active
 //! set and its Paxos rounds), [`locking`] (Ricart–Agrawala per lock and the
-//! tickets), [`lock_table`] (which locks keep their whole state), [`leaving`].
+//! tickets), [`lock_table`] (which locks keep their whole state), [`proxy`]
+//! (spectators served through members), [`leaving`], [`recovery`]
+//! (`--data-dir`).
 //!
 //! Long because it is the node's one switchboard: the input match, the outputs, and
 //! the status it reports; each concern it dispatches to lives in its own file.

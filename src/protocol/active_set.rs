@@ -14,7 +14,7 @@ use crate::wire::MAX_MEMBERS;
 ///
 /// Every epoch has exactly one member list (a Paxos round among the previous
 /// epoch's members decides it), so two processes that agree on the epoch agree on
-/// the members: that is what makes the view check a plain number comparison.
+/// the members: that is what makes the epoch check a plain number comparison.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveSet {
     /// The founder of the cluster: active sets of different clusters never mix.

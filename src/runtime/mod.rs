@@ -1,6 +1,9 @@
 //! The tokio shell around the sans-IO [`Node`]: sockets, timers, clients,
 //! signals. One task owns the node; the others only move bytes, lines and
-//! client requests to it over channels.
+//! client requests to it over channels. Beside it: `transport/` (peer streams,
+//! their server, handshake and TLS), `api` (the local client API), `client`
+//! (tickets of in-process clients), `console` (stdin), `data_dir`
+//! (`--data-dir`), `limit` (connection caps), `log` (events as lines).
 //!
 //! A little over 500 lines: the one task that owns the node and turns its outputs
 //! into effects; the I/O it drives lives in the sibling files.

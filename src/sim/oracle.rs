@@ -1,6 +1,9 @@
 //! The checks a simulated run must pass, fed with every event every node emits.
 //! Every check is per lock: locks are independent.
 //!
+//! A little over 500 lines, one job: each check below needs the same running
+//! view of holders, sets and tickets, so they stay together.
+//!
 //! - Safety: never two processes holding one lock. An overlap is excused only
 //!   when one of the two is a *stale holder*: a process that entered before a
 //!   quorum decided an active set without it (it was paused or cut off inside

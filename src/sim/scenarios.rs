@@ -52,10 +52,10 @@ fn request(slot: usize) -> Action {
 /// gives r1 and r2 different active sets, and both enter. Here r1 keeps its seat,
 /// b takes the free one, r2 waits as a spectator until r1 leaves.
 ///
-/// Then the views diverge for real: r2 is paused long enough to be evicted and
-/// wakes up unable to hear anyone, asking under the set it last knew. The view
+/// Then the sets diverge for real: r2 is paused long enough to be evicted and
+/// wakes up unable to hear anyone, asking under the set it last knew. The epoch
 /// check is all that stops a and b from granting it.
-pub fn view_divergence() -> Schedule {
+pub fn set_divergence() -> Schedule {
     let (a, r1, b, r2) = (0, 1, 2, 3);
     let mut actions = vec![
         (ms(0), start(a, &[])),

@@ -210,7 +210,7 @@ mod node {
         node.drain_outputs().count()
     }
 
-    /// A request B grants: view check, decision, reply out.
+    /// A request B grants: epoch check, decision, reply out.
     #[divan::bench]
     fn request_granted(bencher: Bencher) {
         let mut node = seated();

@@ -1,7 +1,9 @@
 //! The in-process cluster the benchmark drives: nodes of this process on the
 //! real stack (gRPC over TCP, SWIM over UDP, all on 127.0.0.1, each on a port it
 //! picks), driven through [`Clients`], and the stream of everything they report,
-//! each event stamped with the instant it happened. Tests use it too.
+//! each event stamped with the instant it happened. The tests drive real `ra`
+//! processes instead ([`crate::tools::process`]), as a user runs them; this
+//! harness is for timing, where a process boundary per node would be the noise.
 //!
 //! One job in about 650 lines: the harness (starting nodes on the shared thread
 //! or a thread each, settling, reading the one event stream) and the timed runs
@@ -268,7 +270,7 @@ impl Cluster {
                 return Ok(active);
             }
             if Instant::now() >= deadline {
-                let views: Vec<String> = statuses
+                let sets: Vec<String> = statuses
                     .iter()
                     .map(|s| match &s.active_set {
                         Some(v) => format!(
@@ -284,7 +286,7 @@ impl Cluster {
                 bail!(
                     "the cluster of {} did not settle within {within:?}: {}",
                     self.members.len(),
-                    views.join("; ")
+                    sets.join("; ")
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -293,14 +295,14 @@ impl Cluster {
 
     fn settled(&self, statuses: &[Status]) -> Option<Vec<usize>> {
         let processes = self.processes();
-        let view = statuses.first()?.active_set.clone()?;
-        let expected = processes.len().min(view.max_active as usize);
-        if view.members.len() != expected {
+        let set = statuses.first()?.active_set.clone()?;
+        let expected = processes.len().min(set.max_active as usize);
+        if set.members.len() != expected {
             return None;
         }
         for status in statuses {
             let theirs = status.active_set.as_ref()?;
-            if theirs.cluster != view.cluster || theirs.epoch != view.epoch {
+            if theirs.cluster != set.cluster || theirs.epoch != set.epoch {
                 return None;
             }
             let live: BTreeSet<&ProcessId> = status.live_members.iter().collect();
@@ -311,7 +313,7 @@ impl Cluster {
                 return None;
             }
         }
-        view.members
+        set.members
             .iter()
             .map(|m| processes.iter().position(|p| p == m))
             .collect()

@@ -124,7 +124,7 @@ pub(super) fn build(parsed: Parsed, options: &TraceOptions) -> Result<Model> {
         name_locks: locks.len() > 1,
         rows: Vec::new(),
         facts: HashMap::new(),
-        views: HashSet::new(),
+        sets_seen: HashSet::new(),
         incarnations: HashMap::new(),
         holding: Vec::new(),
         rect_owner: None,
@@ -215,7 +215,7 @@ struct Builder {
     /// logged by every node appears once.
     facts: HashMap<SocketAddr, &'static str>,
     /// Active sets already shown: (epoch, members).
-    views: HashSet<(u64, Vec<SocketAddr>)>,
+    sets_seen: HashSet<(u64, Vec<SocketAddr>)>,
     /// The process last seen starting at each address: another one is a restart.
     incarnations: HashMap<SocketAddr, u64>,
     /// (node, lock) drawn as holding, in order of entry.
@@ -264,7 +264,7 @@ impl Builder {
             Event::Leaving { .. } => (e.node(), "leaving"),
             Event::ActiveSetInstalled { epoch, members, .. } => {
                 let members = members.iter().map(|m| m.addr).collect();
-                return self.views.insert((*epoch, members));
+                return self.sets_seen.insert((*epoch, members));
             }
             _ => return true,
         };
