@@ -128,15 +128,6 @@ impl ActiveSet {
     pub fn same_cluster(&self, other: &ActiveSet) -> bool {
         self.cluster == other.cluster
     }
-
-    pub fn members_display(&self) -> String {
-        display_list(&self.members)
-    }
-}
-
-pub fn display_list(processes: &[ProcessId]) -> String {
-    let names: Vec<String> = processes.iter().map(|p| p.to_string()).collect();
-    format!("[{}]", names.join(", "))
 }
 
 impl fmt::Debug for ActiveSet {

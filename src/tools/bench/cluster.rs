@@ -274,10 +274,10 @@ impl Cluster {
                     .iter()
                     .map(|s| match &s.active_set {
                         Some(v) => format!(
-                            "{}: epoch {} {}, {} live",
+                            "{}: epoch {} {:?}, {} live",
                             s.me,
                             v.epoch,
-                            v.members_display(),
+                            v.members,
                             s.live_members.len()
                         ),
                         None => format!("{}: no active set, {} live", s.me, s.live_members.len()),
