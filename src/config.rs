@@ -639,9 +639,11 @@ mod tests {
 
     #[test]
     fn data_dir_comes_from_the_file_and_the_flag_wins() {
-        let dir = std::env::temp_dir().join(format!("ra-config-dd-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("dd.toml");
+        let dir = tempfile::Builder::new()
+            .prefix("ra-config-")
+            .tempdir()
+            .expect("temp dir");
+        let path = dir.path().join("dd.toml");
         std::fs::write(&path, "[node]\ndata_dir = \"/var/lib/ra\"\n").expect("write");
         let mut args = NodeFlags {
             bind: Some(":7000".into()),
@@ -668,9 +670,11 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_reported_with_their_line() {
-        let dir = std::env::temp_dir().join(format!("ra-config-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("bad.toml");
+        let dir = tempfile::Builder::new()
+            .prefix("ra-config-")
+            .tempdir()
+            .expect("temp dir");
+        let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[node]\nmax_active = 3\nhold = 5\n").expect("write");
         let args = NodeFlags {
             bind: Some(":7000".into()),

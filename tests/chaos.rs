@@ -77,9 +77,11 @@ fn helper_role() {
 /// The store client as a separate process, as a node will run it under `ra lock`.
 #[test]
 fn store_client_process_obeys_the_fence_rule() {
-    let dir = std::env::temp_dir().join(format!("rachaos-client-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let store = chaos::store::Store::start(&dir.join("s.sock")).expect("store starts");
+    let dir = tempfile::Builder::new()
+        .prefix("rachaos-client-")
+        .tempdir()
+        .expect("temp dir");
+    let store = chaos::store::Store::start(&dir.path().join("s.sock")).expect("store starts");
     let client = |fence: u64| {
         lab::helper("client")
             .env("RA_CHAOS_STORE", &store.path)
@@ -97,7 +99,6 @@ fn store_client_process_obeys_the_fence_rule() {
     let v = chaos::store::verdict(&store.history());
     assert_eq!((v.accepted, v.refused, v.final_value), (2, 1, 2));
     drop(store);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The lab's faults are real: a cut stops datagrams both ways, a dropped inbound

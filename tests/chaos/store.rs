@@ -417,9 +417,11 @@ mod tests {
 
     #[test]
     fn client_and_server_over_a_socket() {
-        let dir = std::env::temp_dir().join(format!("rachaos-store-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let store = Store::start(&dir.join("s.sock")).expect("store starts");
+        let dir = tempfile::Builder::new()
+            .prefix("rachaos-store-")
+            .tempdir()
+            .expect("temp dir");
+        let store = Store::start(&dir.path().join("s.sock")).expect("store starts");
         let pause = Duration::from_millis(1);
         let first = increment(&store.path, 7, "one", pause).expect("first increment");
         assert_eq!(
@@ -445,6 +447,5 @@ mod tests {
             (2, 1, 2, 0)
         );
         drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
