@@ -42,8 +42,8 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::event::{
-    DropReason, DroppedWhat, Event, FailureCause, GoneEvidence, LossReason, RefusedReason,
-    SetSource, Ticket,
+    DropReason, DropSource, DroppedWhat, Event, FailureCause, GoneEvidence, LossReason,
+    RefusedReason, SetSource, Ticket,
 };
 use crate::membership::gossip::{Gossip, GossipHandler};
 use crate::membership::identity::MemberId;
@@ -602,7 +602,7 @@ impl Node {
                 if let Err(e) = self.swim.handle_data(&data, &mut self.swim_io) {
                     self.emit(Event::Dropped {
                         what: DroppedWhat::Datagram,
-                        from: from.to_string(),
+                        from: from.into(),
                         why: DropReason::Malformed {
                             detail: e.to_string(),
                         },
@@ -764,7 +764,7 @@ impl Node {
     fn drop_message(&mut self, from: ProcessId, why: DropReason) {
         self.emit(Event::Dropped {
             what: DroppedWhat::Message,
-            from: format!("{from:?}"),
+            from: from.into(),
             why,
         });
     }

@@ -1059,7 +1059,46 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::DropSource;
     use crate::protocol::lock::{Fence, LockName};
+
+    /// A drop's source is one string in the JSON log and the same text in the
+    /// sentence, exactly as when the field was a string: older logs still read.
+    #[test]
+    fn drop_sources_read_as_when_they_were_text() {
+        let v4: std::net::SocketAddr = "127.0.0.1:7003".parse().expect("address");
+        let cases = [
+            (DropSource::Process(pid(7002)), "127.0.0.1:7002~1"),
+            (DropSource::Address(v4), "127.0.0.1:7003"),
+            (
+                DropSource::Address("[::1]:7003".parse().expect("address")),
+                "[::1]:7003",
+            ),
+            (DropSource::Gossip, "gossip"),
+            (DropSource::Unknown, "unknown"),
+        ];
+        for (from, text) in cases {
+            let event = Event::Dropped {
+                what: DroppedWhat::Datagram,
+                from,
+                why: DropReason::Overloaded,
+            };
+            assert_eq!(
+                sentence(pid(7001), &event),
+                format!("dropped a datagram from {text}: the node's inbox is full")
+            );
+            let json = serde_json::to_string(&event).expect("serialize");
+            assert!(json.contains(&format!("\"from\":\"{text}\"")), "{json}");
+            let back: Event = serde_json::from_str(&json).expect(&json);
+            assert_eq!(back, event);
+        }
+        for bad in ["", "gossip~1", "127.0.0.1:7002~x", "somewhere"] {
+            let json = format!(
+                r#"{{"event":"dropped","what":"datagram","from":"{bad}","reason":"overloaded"}}"#
+            );
+            assert!(serde_json::from_str::<Event>(&json).is_err(), "{json}");
+        }
+    }
 
     #[test]
     fn a_flood_of_drops_is_a_few_lines_and_a_summary() {
@@ -1170,8 +1209,25 @@ mod tests {
             },
             Event::Dropped {
                 what: DroppedWhat::Message,
-                from: "127.0.0.1:1".into(),
+                from: DropSource::Process(pid(7002)),
                 why: DropReason::ClockTooFarAhead { seen: 9, own: 1 },
+            },
+            Event::Dropped {
+                what: DroppedWhat::Datagram,
+                from: DropSource::Address("[::1]:7003".parse().expect("address")),
+                why: DropReason::Malformed {
+                    detail: "short".into(),
+                },
+            },
+            Event::Dropped {
+                what: DroppedWhat::Datagram,
+                from: DropSource::Gossip,
+                why: DropReason::NodeLeaving,
+            },
+            Event::Dropped {
+                what: DroppedWhat::Stream,
+                from: DropSource::Unknown,
+                why: DropReason::Overloaded,
             },
             Event::RequestReceived {
                 lock: LockName::default_lock(),
