@@ -57,6 +57,16 @@ pub enum GoneEvidence {
     Restarted { now: ProcessId },
 }
 
+/// Which call into SWIM failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwimStep {
+    /// Handling one of its timers.
+    Timer,
+    /// Taking this node's renewed identity.
+    RenewIdentity,
+}
+
 /// Why a member was declared failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -292,7 +302,8 @@ pub enum Event {
         reasons: Vec<(String, u64)>,
     },
     /// Something the shell wants an operator to know, in its own words (a
-    /// library's diagnostic, a socket error).
+    /// library's diagnostic). The node core never emits it: its events are
+    /// data, phrased by the log writer.
     Note {
         /// Written as `text`: the record's own `message` field is the sentence,
         /// and a second `message` key made the line unreadable.
@@ -362,6 +373,15 @@ pub enum Event {
     /// This node was declared down by the cluster and renewed its identity.
     Rejoined {
         bump: u32,
+    },
+    /// This node cannot renew its identity again (no higher one is plausible
+    /// by the wall clock): once declared down, only a restart brings it back.
+    IdentityRenewalsExhausted,
+    /// A call into SWIM (foca) returned an error; foca's state stays usable.
+    SwimError {
+        during: SwimStep,
+        /// foca's error, in its own words.
+        error: String,
     },
     PeerLeaving {
         member: ProcessId,

@@ -43,7 +43,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::event::{
     DropReason, DropSource, DroppedWhat, Event, FailureCause, GoneEvidence, LossReason,
-    RefusedReason, SetSource, Ticket,
+    RefusedReason, SetSource, SwimStep, Ticket,
 };
 use crate::membership::gossip::{Gossip, GossipHandler};
 use crate::membership::identity::MemberId;
@@ -692,8 +692,9 @@ impl Node {
             TimerId::Swim(timer) => {
                 if let Err(e) = self.swim.handle_timer(timer, &mut self.swim_io) {
                     // foca's own sanity checks; its state stays usable.
-                    self.emit(Event::Note {
-                        message: format!("SWIM timer: {e}"),
+                    self.emit(Event::SwimError {
+                        during: SwimStep::Timer,
+                        error: e.to_string(),
                     });
                 }
             }

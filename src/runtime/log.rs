@@ -22,7 +22,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use crate::config::{LogFormat, LogLevel};
 use crate::event::{
     AbandonReason, DropReason, DroppedWhat, Event, Expiry, FailureCause, GoneEvidence, LogRecord,
-    LossReason, RefusedReason, SetSource, Ticket, WithdrawReason,
+    LossReason, RefusedReason, SetSource, SwimStep, Ticket, WithdrawReason,
 };
 use crate::node::PROXY_TICKETS;
 use crate::protocol::ids::ProcessId;
@@ -95,7 +95,10 @@ pub fn level_of(event: &Event) -> Level {
         | Event::ProposalAbandoned { .. }
         | Event::MemberRenamed { .. }
         | Event::ReplyIgnored { .. }
-        | Event::Note { .. } => Level::DEBUG,
+        | Event::Note { .. }
+        // Debug, as when these were notes: unchanged text logs.
+        | Event::IdentityRenewalsExhausted
+        | Event::SwimError { .. } => Level::DEBUG,
         _ => Level::INFO,
     }
 }
@@ -516,6 +519,15 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             )
         }
         Event::Note { message } => message.clone(),
+        Event::IdentityRenewalsExhausted => "identity renewals exhausted: restart this node".into(),
+        Event::SwimError {
+            during: SwimStep::Timer,
+            error,
+        } => format!("SWIM timer: {error}"),
+        Event::SwimError {
+            during: SwimStep::RenewIdentity,
+            error,
+        } => format!("cannot renew the SWIM identity: {error}"),
         Event::RefusedByPeer { peer, why } => {
             format!("{peer} cannot open this node's datagrams: {why}")
         }
@@ -1098,6 +1110,48 @@ mod tests {
             );
             assert!(serde_json::from_str::<Event>(&json).is_err(), "{json}");
         }
+    }
+
+    /// SWIM's troubles are data from the core, and read in the text log as
+    /// the notes they replaced did, at the same level.
+    #[test]
+    fn swim_troubles_read_as_the_notes_they_replaced() {
+        let cases = [
+            (
+                Event::IdentityRenewalsExhausted,
+                "identity renewals exhausted: restart this node",
+            ),
+            (
+                Event::SwimError {
+                    during: SwimStep::Timer,
+                    error: "oops".into(),
+                },
+                "SWIM timer: oops",
+            ),
+            (
+                Event::SwimError {
+                    during: SwimStep::RenewIdentity,
+                    error: "oops".into(),
+                },
+                "cannot renew the SWIM identity: oops",
+            ),
+        ];
+        for (event, text) in cases {
+            assert_eq!(sentence(pid(7001), &event), text);
+            assert_eq!(level_of(&event), Level::DEBUG);
+            let json = serde_json::to_string(&event).expect("serialize");
+            let back: Event = serde_json::from_str(&json).expect(&json);
+            assert_eq!(back, event);
+        }
+        let json = serde_json::to_string(&Event::SwimError {
+            during: SwimStep::RenewIdentity,
+            error: "oops".into(),
+        })
+        .expect("serialize");
+        assert_eq!(
+            json,
+            r#"{"event":"swim_error","during":"renew_identity","error":"oops"}"#
+        );
     }
 
     #[test]
