@@ -12,11 +12,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::protocol::lock::{Fence, LockName};
 
+/// What a line of the shared file records; written "enter" or "exit".
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CsEvent {
+    Enter,
+    Exit,
+}
+
 /// One line of the shared file.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct CsRecord {
-    /// "enter" or "exit".
-    pub event: String,
+    pub event: CsEvent,
     pub node: String,
     /// The lock; files written before locks had names hold only `default`.
     #[serde(default = "default_lock")]
@@ -72,19 +79,19 @@ impl CriticalSection {
         if self.print {
             println!("{} holds {lock} (fence {fence})", self.node);
         }
-        self.append("enter", lock, fence, lamport, request_id);
+        self.append(CsEvent::Enter, lock, fence, lamport, request_id);
     }
 
     pub fn exit(&mut self, lock: &LockName, fence: Fence, lamport: u64) {
         if self.print {
             println!("{} released {lock} (fence {fence})", self.node);
         }
-        self.append("exit", lock, fence, lamport, 0);
+        self.append(CsEvent::Exit, lock, fence, lamport, 0);
     }
 
     fn append(
         &mut self,
-        event: &str,
+        event: CsEvent,
         lock: &LockName,
         fence: Fence,
         lamport: u64,
@@ -94,7 +101,7 @@ impl CriticalSection {
             return;
         };
         let record = CsRecord {
-            event: event.to_string(),
+            event,
             node: self.node.to_string(),
             lock: lock.to_string(),
             // Out-of-range fences never happen (epochs stop at the edge); a 0
@@ -117,6 +124,29 @@ impl CriticalSection {
         // One write call per line, so appends from several processes never interleave.
         if let Err(e) = file.write_all(line.as_bytes()) {
             tracing::error!(target: "ra::cs", "cannot append to {}: {e}", path.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shared file's lines read as they did when the event was text, and
+    /// any other value is refused rather than read as one of the two.
+    #[test]
+    fn events_are_written_enter_and_exit_and_nothing_else_reads() {
+        let line = r#"{"event":"exit","node":"127.0.0.1:1","lock":"default","fence":5,"lamport":2,"unix_us":3,"epoch":0,"request_id":0,"pid":9}"#;
+        let record: CsRecord = serde_json::from_str(line).expect("a record");
+        assert_eq!(record.event, CsEvent::Exit);
+        assert_eq!(serde_json::to_string(&record).expect("encode"), line);
+        assert_eq!(
+            serde_json::to_string(&CsEvent::Enter).expect("encode"),
+            r#""enter""#
+        );
+        for other in ["jump", "Enter", "EXIT", ""] {
+            let line = line.replace(r#""exit""#, &format!("{other:?}"));
+            assert!(serde_json::from_str::<CsRecord>(&line).is_err(), "{line}");
         }
     }
 }

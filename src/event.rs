@@ -57,6 +57,16 @@ pub enum GoneEvidence {
     Restarted { now: ProcessId },
 }
 
+/// Which call into SWIM failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwimStep {
+    /// Handling one of its timers.
+    Timer,
+    /// Taking this node's renewed identity.
+    RenewIdentity,
+}
+
 /// Why a member was declared failed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -172,6 +182,94 @@ pub enum DroppedWhat {
     Ticket,
 }
 
+/// Where a refused input came from, as far as this node can tell.
+///
+/// Written in the log as one string, as when this field was text: a process as
+/// `ADDR~INCARNATION`, an address as `ADDR`, and `gossip` or `unknown`, so logs
+/// written before the type read back the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropSource {
+    /// A message's sender, as its envelope names it.
+    Process(ProcessId),
+    /// The socket address a datagram or stream came from.
+    Address(SocketAddr),
+    /// SWIM gossip, relayed by some member: the original sender is unknown.
+    Gossip,
+    /// A stream whose remote address the transport did not give.
+    Unknown,
+}
+
+impl From<ProcessId> for DropSource {
+    fn from(p: ProcessId) -> Self {
+        DropSource::Process(p)
+    }
+}
+
+impl From<SocketAddr> for DropSource {
+    fn from(a: SocketAddr) -> Self {
+        DropSource::Address(a)
+    }
+}
+
+impl From<Option<SocketAddr>> for DropSource {
+    fn from(a: Option<SocketAddr>) -> Self {
+        a.map_or(DropSource::Unknown, DropSource::Address)
+    }
+}
+
+impl std::fmt::Display for DropSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // The full identity: a drop often concerns an earlier process at
+            // the same address, which the address alone would hide.
+            DropSource::Process(p) => write!(f, "{p:?}"),
+            DropSource::Address(a) => write!(f, "{a}"),
+            DropSource::Gossip => f.write_str("gossip"),
+            DropSource::Unknown => f.write_str("unknown"),
+        }
+    }
+}
+
+impl std::str::FromStr for DropSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "gossip" => Ok(DropSource::Gossip),
+            "unknown" => Ok(DropSource::Unknown),
+            _ => match s.rsplit_once('~') {
+                Some((addr, incarnation)) => {
+                    let addr = addr
+                        .parse()
+                        .map_err(|e| format!("a drop's source {s:?}: {e}"))?;
+                    let incarnation = incarnation
+                        .parse()
+                        .map_err(|e| format!("a drop's source {s:?}: {e}"))?;
+                    Ok(DropSource::Process(ProcessId::new(addr, incarnation)))
+                }
+                None => s.parse().map(DropSource::Address).map_err(|_| {
+                    format!(
+                        "a drop's source {s:?} is none of ADDR~INCARNATION, ADDR, gossip, unknown"
+                    )
+                }),
+            },
+        }
+    }
+}
+
+impl Serialize for DropSource {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DropSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "event")]
 pub enum Event {
@@ -204,7 +302,8 @@ pub enum Event {
         reasons: Vec<(String, u64)>,
     },
     /// Something the shell wants an operator to know, in its own words (a
-    /// library's diagnostic, a socket error).
+    /// library's diagnostic). The node core never emits it: its events are
+    /// data, phrased by the log writer.
     Note {
         /// Written as `text`: the record's own `message` field is the sentence,
         /// and a second `message` key made the line unreadable.
@@ -274,6 +373,15 @@ pub enum Event {
     /// This node was declared down by the cluster and renewed its identity.
     Rejoined {
         bump: u32,
+    },
+    /// This node cannot renew its identity again (no higher one is plausible
+    /// by the wall clock): once declared down, only a restart brings it back.
+    IdentityRenewalsExhausted,
+    /// A call into SWIM (foca) returned an error; foca's state stays usable.
+    SwimError {
+        during: SwimStep,
+        /// foca's error, in its own words.
+        error: String,
     },
     PeerLeaving {
         member: ProcessId,
@@ -528,7 +636,7 @@ pub enum Event {
     Left,
     Dropped {
         what: DroppedWhat,
-        from: String,
+        from: DropSource,
         #[serde(flatten)]
         why: DropReason,
     },

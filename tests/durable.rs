@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use ra::cs::CsEvent;
 use ra::event::Event;
 use support::{Node, Scratch, active_set, cs_records, logged, wait_for};
 
@@ -79,7 +80,7 @@ fn formed(nodes: &mut [Node]) {
 fn fences(scratch: &Scratch) -> Vec<u64> {
     cs_records(&scratch.path("cs.jsonl"))
         .into_iter()
-        .filter(|r| r.event == "enter")
+        .filter(|r| r.event == CsEvent::Enter)
         .map(|r| r.fence)
         .collect()
 }

@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ra::event::{DropReason, DroppedWhat, Event};
+use ra::event::{DropReason, DropSource, DroppedWhat, Event};
 use ra::protocol::ids::ProcessId;
 use ra::wire::pb;
 use support::{Node, Scratch, active_set, assert_mutual_exclusion, exits, logged, ra, wait_for};
@@ -375,7 +375,7 @@ fn a_node_with_another_key_or_none_cannot_join_and_both_sides_say_why() {
                         from,
                         why: DropReason::NotAuthenticated { .. },
                         ..
-                    } => from.contains(&addr.to_string()),
+                    } => *from == DropSource::Address(addr),
                     _ => false,
                 })
             },

@@ -19,7 +19,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ra::event::{DropReason, DroppedWhat, Event};
+use ra::event::{DropReason, DropSource, DroppedWhat, Event};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use support::{Node, Scratch, active_set, logged, wait_for};
 
@@ -100,7 +100,11 @@ fn refused(node: &mut Node, what: DroppedWhat, from: Option<SocketAddr>, says: &
             what: w,
             from: f,
             why: DropReason::NotAuthenticated { detail },
-        } => *w == what && from.is_none_or(|addr| *f == addr.to_string()) && detail.contains(says),
+        } => {
+            *w == what
+                && from.is_none_or(|addr| *f == DropSource::Address(addr))
+                && detail.contains(says)
+        }
         _ => false,
     })
 }

@@ -265,9 +265,7 @@ impl Node {
         let current = *self.swim.identity();
         let rival = self.rival.take();
         let Some(renewed) = current.renewed(rival.as_ref(), self.wall_now_us()) else {
-            self.emit(Event::Note {
-                message: "identity renewals exhausted: restart this node".into(),
-            });
+            self.emit(Event::IdentityRenewalsExhausted);
             return;
         };
         if rival.is_some_and(|r| r.standing_key() >= renewed.standing_key()) {
@@ -285,8 +283,9 @@ impl Node {
                 self.next_join_attempt = self.now;
                 self.emit(Event::Rejoined { bump });
             }
-            Err(e) => self.emit(Event::Note {
-                message: format!("cannot renew the SWIM identity: {e}"),
+            Err(e) => self.emit(Event::SwimError {
+                during: SwimStep::RenewIdentity,
+                error: e.to_string(),
             }),
         }
     }

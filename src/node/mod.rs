@@ -45,8 +45,8 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::event::{
-    DropReason, DroppedWhat, Event, FailureCause, GoneEvidence, LossReason, RefusedReason,
-    SetSource, Ticket,
+    DropReason, DropSource, DroppedWhat, Event, FailureCause, GoneEvidence, LossReason,
+    RefusedReason, SetSource, SwimStep, Ticket,
 };
 use crate::membership::gossip::{Gossip, GossipHandler};
 use crate::membership::identity::MemberId;
@@ -605,7 +605,7 @@ impl Node {
                 if let Err(e) = self.swim.handle_data(&data, &mut self.swim_io) {
                     self.emit(Event::Dropped {
                         what: DroppedWhat::Datagram,
-                        from: from.to_string(),
+                        from: from.into(),
                         why: DropReason::Malformed {
                             detail: e.to_string(),
                         },
@@ -695,8 +695,9 @@ impl Node {
             TimerId::Swim(timer) => {
                 if let Err(e) = self.swim.handle_timer(timer, &mut self.swim_io) {
                     // foca's own sanity checks; its state stays usable.
-                    self.emit(Event::Note {
-                        message: format!("SWIM timer: {e}"),
+                    self.emit(Event::SwimError {
+                        during: SwimStep::Timer,
+                        error: e.to_string(),
                     });
                 }
             }
@@ -767,7 +768,7 @@ impl Node {
     fn drop_message(&mut self, from: ProcessId, why: DropReason) {
         self.emit(Event::Dropped {
             what: DroppedWhat::Message,
-            from: format!("{from:?}"),
+            from: from.into(),
             why,
         });
     }

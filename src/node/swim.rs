@@ -39,7 +39,7 @@ impl Node {
                         Ok(()) => {}
                         Err(why) => self.emit(Event::Dropped {
                             what: DroppedWhat::Datagram,
-                            from: "gossip".into(),
+                            from: DropSource::Gossip,
                             why,
                         }),
                     }
@@ -93,7 +93,7 @@ impl Node {
             );
             self.emit(Event::Dropped {
                 what: DroppedWhat::Datagram,
-                from: "gossip".into(),
+                from: DropSource::Gossip,
                 why: DropReason::ImplausibleAddress { addr: member.addr },
             });
             return;

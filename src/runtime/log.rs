@@ -22,7 +22,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use crate::config::{LogFormat, LogLevel};
 use crate::event::{
     AbandonReason, DropReason, DroppedWhat, Event, Expiry, FailureCause, GoneEvidence, LogRecord,
-    LossReason, RefusedReason, SetSource, Ticket, WithdrawReason,
+    LossReason, RefusedReason, SetSource, SwimStep, Ticket, WithdrawReason,
 };
 use crate::node::PROXY_TICKETS;
 use crate::protocol::ids::ProcessId;
@@ -95,7 +95,10 @@ pub fn level_of(event: &Event) -> Level {
         | Event::ProposalAbandoned { .. }
         | Event::MemberRenamed { .. }
         | Event::ReplyIgnored { .. }
-        | Event::Note { .. } => Level::DEBUG,
+        | Event::Note { .. }
+        // Debug, as when these were notes: unchanged text logs.
+        | Event::IdentityRenewalsExhausted
+        | Event::SwimError { .. } => Level::DEBUG,
         _ => Level::INFO,
     }
 }
@@ -516,6 +519,15 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
             )
         }
         Event::Note { message } => message.clone(),
+        Event::IdentityRenewalsExhausted => "identity renewals exhausted: restart this node".into(),
+        Event::SwimError {
+            during: SwimStep::Timer,
+            error,
+        } => format!("SWIM timer: {error}"),
+        Event::SwimError {
+            during: SwimStep::RenewIdentity,
+            error,
+        } => format!("cannot renew the SWIM identity: {error}"),
         Event::RefusedByPeer { peer, why } => {
             format!("{peer} cannot open this node's datagrams: {why}")
         }
@@ -1059,7 +1071,88 @@ pub fn sentence(me: ProcessId, event: &Event) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::DropSource;
     use crate::protocol::lock::{Fence, LockName};
+
+    /// A drop's source is one string in the JSON log and the same text in the
+    /// sentence, exactly as when the field was a string: older logs still read.
+    #[test]
+    fn drop_sources_read_as_when_they_were_text() {
+        let v4: std::net::SocketAddr = "127.0.0.1:7003".parse().expect("address");
+        let cases = [
+            (DropSource::Process(pid(7002)), "127.0.0.1:7002~1"),
+            (DropSource::Address(v4), "127.0.0.1:7003"),
+            (
+                DropSource::Address("[::1]:7003".parse().expect("address")),
+                "[::1]:7003",
+            ),
+            (DropSource::Gossip, "gossip"),
+            (DropSource::Unknown, "unknown"),
+        ];
+        for (from, text) in cases {
+            let event = Event::Dropped {
+                what: DroppedWhat::Datagram,
+                from,
+                why: DropReason::Overloaded,
+            };
+            assert_eq!(
+                sentence(pid(7001), &event),
+                format!("dropped a datagram from {text}: the node's inbox is full")
+            );
+            let json = serde_json::to_string(&event).expect("serialize");
+            assert!(json.contains(&format!("\"from\":\"{text}\"")), "{json}");
+            let back: Event = serde_json::from_str(&json).expect(&json);
+            assert_eq!(back, event);
+        }
+        for bad in ["", "gossip~1", "127.0.0.1:7002~x", "somewhere"] {
+            let json = format!(
+                r#"{{"event":"dropped","what":"datagram","from":"{bad}","reason":"overloaded"}}"#
+            );
+            assert!(serde_json::from_str::<Event>(&json).is_err(), "{json}");
+        }
+    }
+
+    /// SWIM's troubles are data from the core, and read in the text log as
+    /// the notes they replaced did, at the same level.
+    #[test]
+    fn swim_troubles_read_as_the_notes_they_replaced() {
+        let cases = [
+            (
+                Event::IdentityRenewalsExhausted,
+                "identity renewals exhausted: restart this node",
+            ),
+            (
+                Event::SwimError {
+                    during: SwimStep::Timer,
+                    error: "oops".into(),
+                },
+                "SWIM timer: oops",
+            ),
+            (
+                Event::SwimError {
+                    during: SwimStep::RenewIdentity,
+                    error: "oops".into(),
+                },
+                "cannot renew the SWIM identity: oops",
+            ),
+        ];
+        for (event, text) in cases {
+            assert_eq!(sentence(pid(7001), &event), text);
+            assert_eq!(level_of(&event), Level::DEBUG);
+            let json = serde_json::to_string(&event).expect("serialize");
+            let back: Event = serde_json::from_str(&json).expect(&json);
+            assert_eq!(back, event);
+        }
+        let json = serde_json::to_string(&Event::SwimError {
+            during: SwimStep::RenewIdentity,
+            error: "oops".into(),
+        })
+        .expect("serialize");
+        assert_eq!(
+            json,
+            r#"{"event":"swim_error","during":"renew_identity","error":"oops"}"#
+        );
+    }
 
     #[test]
     fn a_flood_of_drops_is_a_few_lines_and_a_summary() {
@@ -1170,8 +1263,25 @@ mod tests {
             },
             Event::Dropped {
                 what: DroppedWhat::Message,
-                from: "127.0.0.1:1".into(),
+                from: DropSource::Process(pid(7002)),
                 why: DropReason::ClockTooFarAhead { seen: 9, own: 1 },
+            },
+            Event::Dropped {
+                what: DroppedWhat::Datagram,
+                from: DropSource::Address("[::1]:7003".parse().expect("address")),
+                why: DropReason::Malformed {
+                    detail: "short".into(),
+                },
+            },
+            Event::Dropped {
+                what: DroppedWhat::Datagram,
+                from: DropSource::Gossip,
+                why: DropReason::NodeLeaving,
+            },
+            Event::Dropped {
+                what: DroppedWhat::Stream,
+                from: DropSource::Unknown,
+                why: DropReason::Overloaded,
             },
             Event::RequestReceived {
                 lock: LockName::default_lock(),

@@ -646,7 +646,7 @@ async fn receive_datagrams(
                             me,
                             &Event::Dropped {
                                 what: DroppedWhat::Datagram,
-                                from: from.to_string(),
+                                from: from.into(),
                                 why,
                             },
                         );

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::cs::CsRecord;
+use crate::cs::{CsEvent, CsRecord};
 use crate::event::{Event, LogRecord};
 use crate::node::PROXY_TICKETS;
 use crate::tools::check;
@@ -217,7 +217,7 @@ impl Demo {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<CsRecord>(l).ok())
-            .filter(|r| r.event == "exit")
+            .filter(|r| r.event == CsEvent::Exit)
             .count()
     }
 

@@ -419,11 +419,7 @@ fn parse_cs_line(line: usize, text: &str) -> Option<CsRecord> {
     let r: ra::cs::CsRecord = serde_json::from_str(text).ok()?;
     Some(CsRecord {
         line,
-        enter: match r.event.as_str() {
-            "enter" => true,
-            "exit" => false,
-            _ => return None,
-        },
+        enter: r.event == ra::cs::CsEvent::Enter,
         node: r.node,
         lock: r.lock,
         fence: r.fence,

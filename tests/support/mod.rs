@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ra::cs::CsRecord;
+use ra::cs::{CsEvent, CsRecord};
 use ra::event::Event;
 use ra::protocol::ids::ProcessId;
 pub use ra::tools::process::{RaProcess as Node, Spawn};
@@ -118,7 +118,7 @@ pub fn cs_records(path: &Path) -> Vec<CsRecord> {
 pub fn exits(path: &Path) -> usize {
     cs_records(path)
         .iter()
-        .filter(|r| r.event == "exit")
+        .filter(|r| r.event == CsEvent::Exit)
         .count()
 }
 
@@ -134,7 +134,7 @@ pub fn assert_mutual_exclusion(path: &Path) -> Vec<(String, u64, u64)> {
     );
     cs_records(path)
         .into_iter()
-        .filter(|r| r.event == "enter")
+        .filter(|r| r.event == CsEvent::Enter)
         .map(|r| (r.node, r.fence, r.unix_us))
         .collect()
 }

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::handshake::{self, Side};
 use super::tls::{self, PeerTls, TlsPeer};
 use super::{HANDSHAKE_TIMEOUT, Inbound, MAX_MESSAGE};
-use crate::event::{DropReason, DroppedWhat, Event};
+use crate::event::{DropReason, DropSource, DroppedWhat, Event};
 use crate::membership::seal::Sealer;
 use crate::node::Input;
 use crate::protocol::ids::ProcessId;
@@ -60,19 +60,19 @@ struct PeerService {
 
 type FrameStream = Pin<Box<dyn Stream<Item = Result<pb::PeerFrame, Status>> + Send>>;
 
-fn drop_stream(me: ProcessId, from: &str, why: DropReason) {
+fn drop_stream(me: ProcessId, from: DropSource, why: DropReason) {
     log::emit(
         me,
         &Event::Dropped {
             what: DroppedWhat::Stream,
-            from: from.to_string(),
+            from,
             why,
         },
     );
 }
 
 /// Log a stream that failed authentication, and the status that ends it.
-fn refuse_unauthenticated(me: ProcessId, from: &str, detail: String) -> Status {
+fn refuse_unauthenticated(me: ProcessId, from: DropSource, detail: String) -> Status {
     let status = Status::unauthenticated(detail.clone());
     drop_stream(me, from, DropReason::NotAuthenticated { detail });
     status
@@ -87,10 +87,11 @@ impl pb::peer_server::Peer for PeerService {
         request: Request<Streaming<pb::PeerFrame>>,
     ) -> Result<Response<FrameStream>, Status> {
         let tls_peer = request.extensions().get::<TlsPeer>().cloned();
-        let remote = request
-            .remote_addr()
-            .or_else(|| tls_peer.as_ref().and_then(|p| p.remote))
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let remote = DropSource::from(
+            request
+                .remote_addr()
+                .or_else(|| tls_peer.as_ref().and_then(|p| p.remote)),
+        );
         let mut incoming = request.into_inner();
         let hello = match tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming.message()).await {
             Ok(Ok(Some(pb::PeerFrame {
@@ -99,7 +100,7 @@ impl pb::peer_server::Peer for PeerService {
             _ => {
                 drop_stream(
                     self.me,
-                    &remote,
+                    remote,
                     DropReason::Malformed {
                         detail: "no Hello to open the stream".into(),
                     },
@@ -110,7 +111,7 @@ impl pb::peer_server::Peer for PeerService {
         let caller = wire::process_from(hello.from, "hello.from").map_err(|e| {
             drop_stream(
                 self.me,
-                &remote,
+                remote,
                 DropReason::Malformed {
                     detail: e.0.clone(),
                 },
@@ -126,7 +127,7 @@ impl pb::peer_server::Peer for PeerService {
                     "its certificate does not name {}, the address its Hello claims",
                     caller.addr.ip()
                 );
-                return Err(refuse_unauthenticated(self.me, &remote, detail));
+                return Err(refuse_unauthenticated(self.me, remote, detail));
             }
         }
         let key = {
@@ -139,11 +140,11 @@ impl pb::peer_server::Peer for PeerService {
                 (Sealer::Plain, false) => {
                     let detail =
                         "the caller proves a cluster key, and this node has none (--cluster-key)";
-                    return Err(refuse_unauthenticated(self.me, &remote, detail.into()));
+                    return Err(refuse_unauthenticated(self.me, remote, detail.into()));
                 }
                 (Sealer::Keyed(_), true) => {
                     let detail = "the caller has no cluster key, and this cluster requires it";
-                    return Err(refuse_unauthenticated(self.me, &remote, detail.into()));
+                    return Err(refuse_unauthenticated(self.me, remote, detail.into()));
                 }
                 (Sealer::Keyed(ring), false) => match handshake::key_named(ring, &hello.key_id) {
                     Some(key) => Some(key.clone()),
@@ -152,7 +153,7 @@ impl pb::peer_server::Peer for PeerService {
                             "the caller uses key {}, which this node does not have",
                             hello.key_id.chars().take(16).collect::<String>()
                         );
-                        return Err(refuse_unauthenticated(self.me, &remote, detail));
+                        return Err(refuse_unauthenticated(self.me, remote, detail));
                     }
                 },
             }
@@ -200,7 +201,9 @@ struct Session {
     tx: mpsc::Sender<Answer>,
     inbox: mpsc::Sender<Inbound>,
     me: ProcessId,
-    remote: String,
+    /// The caller's socket address, if the transport gave it: where its
+    /// refused input is logged as coming from.
+    remote: DropSource,
     caller: ProcessId,
     /// With a cluster key: the key and both nonces, to check the Proof.
     proof: Option<(crate::membership::seal::Key, Vec<u8>, Vec<u8>)>,
@@ -227,7 +230,7 @@ impl Session {
             if !proved {
                 drop_stream(
                     self.me,
-                    &self.remote,
+                    self.remote,
                     DropReason::NotAuthenticated {
                         detail: "no valid proof of the cluster key".into(),
                     },
@@ -252,7 +255,7 @@ impl Session {
                 Ok(Some(_)) => {
                     drop_stream(
                         self.me,
-                        &self.remote,
+                        self.remote,
                         DropReason::Malformed {
                             detail: "a handshake frame after the handshake".into(),
                         },
@@ -266,7 +269,7 @@ impl Session {
                     if status.code() == tonic::Code::Internal {
                         drop_stream(
                             self.me,
-                            &self.remote,
+                            self.remote,
                             DropReason::Malformed {
                                 detail: status.message().to_string(),
                             },
@@ -288,7 +291,7 @@ impl Session {
         match wire::from_proto(message) {
             Ok(envelope) if envelope.from != self.caller => drop_stream(
                 self.me,
-                &self.remote,
+                self.remote,
                 DropReason::ForgedSender {
                     peer: format!("{:?}", self.caller),
                 },
@@ -298,7 +301,7 @@ impl Session {
                 self.me,
                 &Event::Dropped {
                     what: DroppedWhat::Message,
-                    from: self.remote.clone(),
+                    from: self.remote,
                     why: DropReason::Malformed { detail: e.0 },
                 },
             ),

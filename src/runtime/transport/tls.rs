@@ -286,7 +286,7 @@ fn refused(me: ProcessId, remote: Option<SocketAddr>, detail: String) {
         me,
         &Event::Dropped {
             what: DroppedWhat::Stream,
-            from: remote.map_or_else(|| "unknown".to_string(), |a| a.to_string()),
+            from: remote.into(),
             why: DropReason::NotAuthenticated { detail },
         },
     );

@@ -6,7 +6,13 @@ use std::collections::BTreeMap;
 
 use super::evictions::Evictions;
 use super::{CheckError, CheckReport, Excused, Span, Violation, ViolationKind};
-use crate::cs::CsRecord;
+use crate::cs::{CsEvent, CsRecord};
+
+/// Only a line's event, to name an unknown one.
+#[derive(serde::Deserialize)]
+struct EventName {
+    event: String,
+}
 
 /// Violations kept in detail; the rest are only counted, so a file that is
 /// wrong everywhere does not fill memory or the terminal.
@@ -68,6 +74,16 @@ impl Checker {
             return Ok(());
         }
         let record: CsRecord = serde_json::from_str(text).map_err(|e| {
+            // Another event than enter and exit is named as such, as when the
+            // field was free text, rather than as serde's "unknown variant".
+            if let Ok(EventName { event }) = serde_json::from_str(text)
+                && !matches!(event.as_str(), "enter" | "exit")
+            {
+                return CheckError::Malformed {
+                    line,
+                    reason: format!("unknown event {event:?} (expected \"enter\" or \"exit\")"),
+                };
+            }
             // serde counts lines within this one line: keep only the column.
             let message = e.to_string();
             let position = format!(" at line {} column {}", e.line(), e.column());
@@ -80,23 +96,17 @@ impl Checker {
                 ),
             }
         })?;
-        self.feed(line, &record)
+        self.feed(line, &record);
+        Ok(())
     }
 
     /// Checks one record read from line `line`.
-    pub fn feed(&mut self, line: u64, record: &CsRecord) -> Result<(), CheckError> {
-        match record.event.as_str() {
-            "enter" => self.enter(line, record),
-            "exit" => self.exit(line, record),
-            other => {
-                return Err(CheckError::Malformed {
-                    line,
-                    reason: format!("unknown event {other:?} (expected \"enter\" or \"exit\")"),
-                });
-            }
+    pub fn feed(&mut self, line: u64, record: &CsRecord) {
+        match record.event {
+            CsEvent::Enter => self.enter(line, record),
+            CsEvent::Exit => self.exit(line, record),
         }
         self.report.records += 1;
-        Ok(())
     }
 
     fn enter(&mut self, line: u64, r: &CsRecord) {
@@ -344,4 +354,49 @@ impl Checker {
 fn signed_diff(later: u64, earlier: u64) -> i64 {
     (i128::from(later) - i128::from(earlier)).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
         as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(text: &str) -> String {
+        match Checker::new().feed_line(7, text) {
+            Err(CheckError::Malformed { line: 7, reason }) => reason,
+            other => panic!("expected line 7 refused, got {other:?}"),
+        }
+    }
+
+    /// An event other than enter and exit is refused by name, like any line
+    /// that is not a record, and is not counted.
+    #[test]
+    fn an_unknown_event_is_refused_by_name() {
+        let line = |event: &str| {
+            format!(r#"{{"event":"{event}","node":"a:1","fence":1,"lamport":1,"unix_us":1}}"#)
+        };
+        assert_eq!(
+            reason(&line("jump")),
+            r#"unknown event "jump" (expected "enter" or "exit")"#
+        );
+        assert_eq!(
+            reason(&line("Enter")),
+            r#"unknown event "Enter" (expected "enter" or "exit")"#
+        );
+        // Not a string: the decoder's own words.
+        let numbered = r#"{"event":1,"node":"a:1","fence":1,"lamport":1,"unix_us":1}"#;
+        assert!(
+            reason(numbered).starts_with("not a critical-section record: "),
+            "{}",
+            reason(numbered)
+        );
+        // A known event with a missing field is about the field.
+        let missing = r#"{"event":"exit","node":"a:1","lamport":1,"unix_us":1}"#;
+        assert!(reason(missing).contains("missing field `fence`"));
+        let mut checker = Checker::new();
+        checker
+            .feed_line(1, &line("enter"))
+            .expect("an entry is a record");
+        assert!(checker.feed_line(2, &line("jump")).is_err());
+        assert_eq!(checker.finish().records, 1);
+    }
 }
