@@ -165,7 +165,7 @@ pub enum DropReason {
     /// A datagram from an address this cluster would never dial.
     ImplausibleAddress { addr: SocketAddr },
     /// A message whose sender does not match the authenticated peer of its stream.
-    ForgedSender { peer: String },
+    ForgedSender { peer: ProcessId },
     /// Encryption or authentication failed (wrong or missing cluster key).
     NotAuthenticated { detail: String },
     /// The node's inbox is full: it is overloaded.

@@ -87,6 +87,9 @@ pub fn level_of(event: &Event) -> Level {
         | Event::HoldOutlastsDetection { .. }
         | Event::KeysNotReloaded { .. }
         | Event::RefusedByPeer { .. }
+        // An operator has to act (restart the node) or should hear of it.
+        | Event::IdentityRenewalsExhausted
+        | Event::SwimError { .. }
         | Event::ReplyExpired {
             when: Expiry::OnArrival,
             ..
@@ -95,10 +98,7 @@ pub fn level_of(event: &Event) -> Level {
         | Event::ProposalAbandoned { .. }
         | Event::MemberRenamed { .. }
         | Event::ReplyIgnored { .. }
-        | Event::Note { .. }
-        // Debug, as when these were notes: unchanged text logs.
-        | Event::IdentityRenewalsExhausted
-        | Event::SwimError { .. } => Level::DEBUG,
+        | Event::Note { .. } => Level::DEBUG,
         _ => Level::INFO,
     }
 }
@@ -249,7 +249,16 @@ fn write(me: ProcessId, event: &Event) {
         };
         match serde_json::to_string(&record) {
             Ok(line) => line,
-            Err(e) => format!("{{\"event\":\"note\",\"message\":\"unencodable event: {e}\"}}"),
+            // Still a record readers accept, saying what could not be written.
+            Err(e) => {
+                let note = LogRecord {
+                    event: Event::Note {
+                        message: format!("unencodable event: {e}"),
+                    },
+                    ..record
+                };
+                serde_json::to_string(&note).unwrap_or_else(|_| text_line(level, &note.message))
+            }
         }
     } else {
         text_line(level, &message)
@@ -438,7 +447,7 @@ pub fn drop_reason(why: &DropReason) -> String {
             "it names {addr}, an address this cluster would never use (another family or scope)"
         ),
         DropReason::ForgedSender { peer } => {
-            format!("its sender is not {peer}, the authenticated peer of its stream")
+            format!("its sender is not {peer:?}, the authenticated peer of its stream")
         }
         DropReason::NotAuthenticated { detail } => format!("not authenticated: {detail}"),
         DropReason::Overloaded => "the node's inbox is full".into(),
@@ -1113,7 +1122,7 @@ mod tests {
     }
 
     /// SWIM's troubles are data from the core, and read in the text log as
-    /// the notes they replaced did, at the same level.
+    /// the notes they replaced did, now as warnings: an operator acts on them.
     #[test]
     fn swim_troubles_read_as_the_notes_they_replaced() {
         let cases = [
@@ -1138,7 +1147,7 @@ mod tests {
         ];
         for (event, text) in cases {
             assert_eq!(sentence(pid(7001), &event), text);
-            assert_eq!(level_of(&event), Level::DEBUG);
+            assert_eq!(level_of(&event), Level::WARN);
             let json = serde_json::to_string(&event).expect("serialize");
             let back: Event = serde_json::from_str(&json).expect(&json);
             assert_eq!(back, event);

@@ -292,9 +292,7 @@ impl Session {
             Ok(envelope) if envelope.from != self.caller => drop_stream(
                 self.me,
                 self.remote,
-                DropReason::ForgedSender {
-                    peer: format!("{:?}", self.caller),
-                },
+                DropReason::ForgedSender { peer: self.caller },
             ),
             Ok(envelope) => return self.inbox.send(Input::Message(envelope)).await.is_ok(),
             Err(e) => log::emit(
