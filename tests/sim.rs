@@ -1381,6 +1381,18 @@ fn seed_of_the_seat_given_and_taken_back_forever() {
     assert_seeds_pass(Mix::Hostile(Hostility::Outsider), &[19]);
 }
 
+/// Partition seed 161,015,779: a member carried three origins (its own
+/// clients, a spectator, and tickets a spectator left behind when it moved),
+/// and its holds could not be passed on (their grants' lease had run out), so
+/// each origin took a fresh request of its own. Each such round lets every
+/// other member enter once more: a ticket two rounds behind saw another node
+/// enter three times, which the bound now allows, and no more. Seed
+/// 161,001,591 did the same under another turn order that was tried.
+#[test]
+fn seeds_of_three_origins_at_one_member() {
+    assert_seeds_pass(Mix::Partitions, &[161_015_779, 161_001_591]);
+}
+
 /// Replays each seed of `mix` and asserts it passes: safety, and every ticket
 /// served.
 fn assert_seeds_pass(mix: Mix, seeds: &[u64]) {
