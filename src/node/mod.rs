@@ -334,6 +334,10 @@ pub struct Node {
     requests_after_merge: Vec<(ProcessId, LockRequest)>,
     /// When this node, knowing no set, last asked members for theirs.
     asked_which_set_at: Option<Duration>,
+    /// As a spectator: when it last checked its set with a member, and how
+    /// many times (which member it asks next).
+    set_checked_at: Duration,
+    set_checks: usize,
     life: Life,
     next_join_attempt: Duration,
     /// Seeds that have not answered yet: we keep announcing to each until it does,
@@ -444,6 +448,8 @@ impl Node {
             pending_merge: None,
             requests_after_merge: Vec::new(),
             asked_which_set_at: None,
+            set_checked_at: now,
+            set_checks: 0,
             life: Life::Running,
             next_join_attempt: now,
             found_at,
@@ -720,6 +726,7 @@ impl Node {
         self.retry_join();
         self.maybe_found();
         self.recovery_tick();
+        self.check_set_with_a_member();
         if let Some(proposal) = &self.proposal
             && self.now >= proposal.started + self.settings.proposal_timeout
         {

@@ -8,6 +8,9 @@ use super::*;
 use crate::event::{AbandonReason, WithdrawReason};
 use crate::protocol::paxos::{Ballot, MAX_ROUND, ProposalStep, Vote};
 
+/// How often a spectator checks its set with a member.
+pub const SET_CHECK_EVERY: Duration = Duration::from_secs(5);
+
 /// An Accept held back by a grant lease (see `Node::on_accept`).
 pub(super) struct HeldAccept {
     from: ProcessId,
@@ -92,6 +95,33 @@ impl Node {
         for member in vouchers {
             self.send(member, Body::WhichSet);
         }
+    }
+
+    /// A spectator asks one member of its set for the current set now and then
+    /// (each in turn, every `SET_CHECK_EVERY`). Gossip of a new set is
+    /// epidemic and may miss a node: among 50 nodes a spectator kept an old
+    /// set for more than 30 s. Members hear each decision over their streams.
+    pub(super) fn check_set_with_a_member(&mut self) {
+        let Some(set) = self.active_set.as_ref() else {
+            return;
+        };
+        if set.contains(&self.me) || self.now < self.set_checked_at + SET_CHECK_EVERY {
+            return;
+        }
+        self.set_checked_at = self.now;
+        let live = self.live_processes();
+        let askable: Vec<ProcessId> = set
+            .members
+            .iter()
+            .copied()
+            .filter(|m| live.contains(m) && !self.gone.contains(m))
+            .collect();
+        if askable.is_empty() {
+            return;
+        }
+        let member = askable[self.set_checks % askable.len()];
+        self.set_checks = self.set_checks.wrapping_add(1);
+        self.send(member, Body::WhichSet);
     }
 
     /// Asked for our set: a member answers with it, as it welcomes a newcomer.
