@@ -242,6 +242,8 @@ pub struct World {
     events: Vec<(Duration, ProcessId, Event)>,
     /// When each process last took a seat in the active set.
     seated_since: BTreeMap<ProcessId, Duration>,
+    /// When each process first installed an active set.
+    knows_a_set_since: BTreeMap<ProcessId, Duration>,
     /// When the network last healed.
     last_heal: Option<Duration>,
     /// Processes asked to leave.
@@ -300,6 +302,7 @@ impl World {
             trace: Vec::new(),
             events: Vec::new(),
             seated_since: BTreeMap::new(),
+            knows_a_set_since: BTreeMap::new(),
             last_heal: None,
             leavers: BTreeSet::new(),
             proposed: BTreeMap::new(),
@@ -796,6 +799,7 @@ impl World {
             self.events.push((self.now, at, event.clone()));
         }
         if let Event::ActiveSetInstalled { seated, .. } = event {
+            self.knows_a_set_since.entry(at).or_insert(self.now);
             if *seated {
                 self.seated_since.entry(at).or_insert(self.now);
             } else {
@@ -1106,7 +1110,14 @@ impl World {
                     .recovering_from()
                     .map(|set| set.members.iter().filter_map(|m| slot_of(m.addr)).collect())
                     .unwrap_or_default();
-                let seeds_gone = node.active_set().is_none()
+                // One that found a cluster only after the faults ended, without
+                // a live seed, was let in by chance (a member announcing to it):
+                // the bound from the heal does not hold for it either.
+                let joined_in_time = self
+                    .knows_a_set_since
+                    .get(&node.me())
+                    .is_some_and(|at| *at <= self.config.faults_end);
+                let seeds_gone = !joined_in_time
                     && state
                         .seeds
                         .iter()
