@@ -926,6 +926,63 @@ fn decided_from(n: &mut Node, from: u16, set: ActiveSet) {
     );
 }
 
+/// A spectator checks its set with a live member of it every 5 s, not more
+/// often: gossip of a new set may never reach it (among 50 nodes it kept an
+/// old set for over 30 s). A member answers with its set.
+#[test]
+fn a_spectator_checks_its_set_with_a_member_every_five_seconds() {
+    let (mut a, announce, mut b) = joining_pair();
+    // The join, both ways, until each counts the other alive.
+    let mut to_b = feed(&mut a, Duration::ZERO, local(7001), &announce);
+    for _ in 0..4 {
+        let mut to_a = Vec::new();
+        for data in datagrams(&to_b, local(7001)) {
+            to_a.extend(feed(&mut b, Duration::ZERO, local(7000), &data));
+        }
+        to_b.clear();
+        for data in datagrams(&to_a, local(7000)) {
+            to_b.extend(feed(&mut a, Duration::ZERO, local(7001), &data));
+        }
+    }
+    assert!(live(&b).contains(&process(7000)), "B counts A alive");
+    // A seated set without B: B is a spectator of it.
+    let seated = ActiveSet {
+        cluster: process(7000),
+        epoch: 2,
+        max_active: 1,
+        members: vec![process(7000)],
+    };
+    decided_from(&mut b, 7000, seated.clone());
+    assert_eq!(b.active_set(), Some(&seated));
+    let asked_at = |b: &mut Node, at: Duration| {
+        b.drain_outputs().for_each(drop);
+        b.handle(at, Input::Timer(TimerId::Tick));
+        let out: Vec<Output> = b.drain_outputs().collect();
+        asked_which_set(&out, 7000)
+    };
+    assert!(!asked_at(&mut b, Duration::from_secs(4)), "not before 5 s");
+    assert!(asked_at(&mut b, Duration::from_millis(5100)), "at 5 s");
+    assert!(!asked_at(&mut b, Duration::from_secs(9)), "once each 5 s");
+    assert!(asked_at(&mut b, Duration::from_millis(10_200)), "and again");
+    // The member answers with its set, as it welcomes a newcomer.
+    let mut a = founded(7002);
+    a.drain_outputs().for_each(drop);
+    a.handle(
+        Duration::from_secs(5),
+        Input::Message(Envelope {
+            from: process(7001),
+            to: a.me(),
+            clock: 1,
+            body: Body::WhichSet,
+        }),
+    );
+    let answered = a.drain_outputs().any(|o| {
+        matches!(&o, Output::Message(e) if e.to == process(7001)
+            && matches!(&e.body, Body::Decided { set } if set.contains(&process(7002))))
+    });
+    assert!(answered, "the member answers with its set");
+}
+
 /// Two identical gossip datagrams from the process at 127.0.0.1:`from` to `n`
 /// (the second makes the sender a direct contact); the outputs of both.
 fn gossip_from(n: &mut Node, from: u16, gossip: Vec<Gossip>) -> Vec<Output> {

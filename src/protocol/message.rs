@@ -91,8 +91,9 @@ pub enum Body {
         last: ActiveSet,
         epoch: u64,
     },
-    /// The sender knows no set yet and gossip named one: a member of it
-    /// answers with `Decided`.
+    /// Which set do you hold? Sent by a node that knows no set yet when
+    /// gossip named one, and by a spectator checking its set every 5 s: a
+    /// member answers with `Decided`.
     WhichSet,
     /// Which locks do your clients hold? (for `ra status`)
     WhoHolds {

@@ -27,9 +27,9 @@
 //!   grants' lease and was not passed on) its member gave another of its
 //!   origins first. An origin is a member's own clients, or a spectator
 //!   through the member carrying it: a hold is passed on to each origin in the
-//!   member's line once. A spectator
-//!   has one origin, but for a while after it moves (it got a seat, or its
-//!   member fell silent) the tickets it left behind make a second.
+//!   member's line once. A spectator has one origin, but for a while after it
+//!   moves (it got a seat, or its member fell silent) the tickets it left
+//!   behind make a second.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
