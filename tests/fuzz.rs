@@ -914,16 +914,24 @@ fn asked_which_set(out: &[Output], member: u16) -> bool {
 
 /// The process at 127.0.0.1:`from` tells `n` its set, over a stream.
 fn decided_from(n: &mut Node, from: u16, set: ActiveSet) {
+    message_from(n, Duration::from_secs(5), from, Body::Decided { set });
+}
+
+/// The process at 127.0.0.1:`from` sends `n` one message at `at`; what `n`
+/// does about it.
+fn message_from(n: &mut Node, at: Duration, from: u16, body: Body) -> Vec<Output> {
     let me = n.me();
+    n.drain_outputs().for_each(drop);
     n.handle(
-        Duration::from_secs(5),
+        at,
         Input::Message(Envelope {
             from: process(from),
             to: me,
             clock: 1,
-            body: Body::Decided { set },
+            body,
         }),
     );
+    n.drain_outputs().collect()
 }
 
 /// A spectator checks its set with a live member of it every 5 s, not more
@@ -966,17 +974,8 @@ fn a_spectator_checks_its_set_with_a_member_every_five_seconds() {
     assert!(asked_at(&mut b, Duration::from_millis(10_200)), "and again");
     // The member answers with its set, as it welcomes a newcomer.
     let mut a = founded(7002);
-    a.drain_outputs().for_each(drop);
-    a.handle(
-        Duration::from_secs(5),
-        Input::Message(Envelope {
-            from: process(7001),
-            to: a.me(),
-            clock: 1,
-            body: Body::WhichSet,
-        }),
-    );
-    let answered = a.drain_outputs().any(|o| {
+    let out = message_from(&mut a, Duration::from_secs(5), 7001, Body::WhichSet);
+    let answered = out.iter().any(|o| {
         matches!(&o, Output::Message(e) if e.to == process(7001)
             && matches!(&e.body, Body::Decided { set } if set.contains(&process(7002))))
     });
