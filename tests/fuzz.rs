@@ -982,6 +982,123 @@ fn a_spectator_checks_its_set_with_a_member_every_five_seconds() {
     assert!(answered, "the member answers with its set");
 }
 
+/// The gossip items of a SWIM datagram the node sent, read past its header
+/// and updates as foca reads them.
+fn gossip_items(mut data: &[u8]) -> Vec<Vec<u8>> {
+    use bytes::Buf as _;
+    let header: Header<MemberId> = PostcardCodec
+        .decode_header(&mut data)
+        .expect("the node's own header");
+    if header.message == SwimMessage::Announce {
+        return Vec::new();
+    }
+    if header.message != SwimMessage::Broadcast && data.remaining() >= 2 {
+        let updates = data.get_u16();
+        for _ in 0..updates {
+            let _: Member<MemberId> = PostcardCodec
+                .decode_member(&mut data)
+                .expect("the node's own update");
+        }
+    }
+    let mut items = Vec::new();
+    while data.remaining() >= 2 {
+        let len = usize::from(data.get_u16());
+        items.push(data[..len].to_vec());
+        data.advance(len);
+    }
+    items
+}
+
+/// How many datagrams a founder sends in the 2 s after it hears the process at
+/// 7001 say it is leaving, when it knows `members` live members (7001 on).
+/// Its SWIM timers run as the shell would run them; nobody answers.
+fn leave_notice_copies(members: u16) -> usize {
+    let notice = Gossip::Leaving(process(7001)).encode().expect("encodes");
+    let mut a = founded(7000);
+    let mut timers: Vec<(Duration, TimerId)> = Vec::new();
+    let mut copies = 0;
+    let mut collect = |a: &mut Node, timers: &mut Vec<(Duration, TimerId)>| {
+        for output in a.drain_outputs() {
+            match output {
+                Output::Timer { at, timer } => timers.push((at, timer)),
+                Output::Datagram { data, .. } if gossip_items(&data).contains(&notice) => {
+                    copies += 1
+                }
+                _ => {}
+            }
+        }
+    };
+    collect(&mut a, &mut timers);
+    let heard_at = Duration::from_secs(5);
+    let peers: Vec<u16> = (7001..7001 + members).collect();
+    let mut datagrams: Vec<Vec<u8>> = peers
+        .chunks(20)
+        .map(|chunk| Forged {
+            src: MemberId::new(process(7001)),
+            src_incarnation: 0,
+            message: SwimMessage::Gossip,
+            updates: chunk
+                .iter()
+                .map(|p| (MemberId::new(process(*p)), 0, 0))
+                .collect(),
+            gossip: Vec::new(),
+        })
+        .map(|forged| forged.encode(MemberId::new(a.me())))
+        .collect();
+    datagrams.push(
+        Forged {
+            src: MemberId::new(process(7001)),
+            src_incarnation: 0,
+            message: SwimMessage::Gossip,
+            updates: Vec::new(),
+            gossip: vec![Gossip::Leaving(process(7001))],
+        }
+        .encode(MemberId::new(a.me())),
+    );
+    for data in datagrams {
+        let data = Bytes::from(data);
+        a.handle(
+            heard_at,
+            Input::Datagram {
+                from: local(7001),
+                data,
+            },
+        );
+        collect(&mut a, &mut timers);
+    }
+    assert_eq!(live(&a).len(), usize::from(members), "A knows every member");
+    let until = heard_at + Duration::from_secs(2);
+    loop {
+        timers.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        match timers.pop() {
+            Some((at, timer)) if at <= until => {
+                a.handle(at.max(heard_at), Input::Timer(timer));
+                collect(&mut a, &mut timers);
+            }
+            _ => break,
+        }
+    }
+    copies
+}
+
+/// Updates are passed on more often as the cluster grows: six times among
+/// three nodes (the configured number), eleven among fifty, where six left
+/// one node without a leave notice now and then.
+#[test]
+fn a_leave_notice_is_passed_on_more_often_in_a_larger_cluster() {
+    let settings = NodeSettings::default().swim;
+    assert_eq!(leave_notice_copies(2), 6, "three nodes");
+    assert_eq!(leave_notice_copies(49), 11, "fifty nodes");
+    // The rule: each node misses an update's copies, about e^(-T·n/(n-1)),
+    // and the chance that any of the n does stays under 1/1000.
+    for nodes in 2..=2000usize {
+        let t = f64::from(settings.transmissions_for(nodes));
+        let n = nodes as f64;
+        let any_missed = n * (-t * n / (n - 1.0)).exp();
+        assert!(any_missed <= 1e-3, "{nodes} nodes: {any_missed}");
+    }
+}
+
 /// Two identical gossip datagrams from the process at 127.0.0.1:`from` to `n`
 /// (the second makes the sender a direct contact); the outputs of both.
 fn gossip_from(n: &mut Node, from: u16, gossip: Vec<Gossip>) -> Vec<Output> {

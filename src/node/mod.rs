@@ -314,6 +314,8 @@ pub struct Node {
     clock: LamportClock,
     swim: Swim,
     swim_io: AccumulatingRuntime<MemberId>,
+    /// How many times foca passes each update on, fitted to the cluster's size.
+    swim_transmissions: u8,
     gossip_in: Receiver<Gossip>,
     peers: BTreeMap<SocketAddr, Peer>,
     /// Processes that said they are leaving, and when we heard it.
@@ -417,7 +419,7 @@ impl Node {
         claims.set_wall_now(me.incarnation);
         let swim = Foca::with_custom_broadcast(
             MemberId::new(me),
-            settings.swim.to_foca(),
+            settings.swim.to_foca(1),
             SmallRng::seed_from_u64(seed),
             CheckedCodec::new(plausible.clone(), claims.clone()),
             handler,
@@ -433,6 +435,7 @@ impl Node {
             clock: LamportClock::default(),
             swim,
             swim_io: AccumulatingRuntime::new(),
+            swim_transmissions: settings.swim.transmissions_for(1),
             gossip_in,
             peers: BTreeMap::new(),
             leaving_peers: BTreeMap::new(),

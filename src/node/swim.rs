@@ -49,6 +49,25 @@ impl Node {
         while let Some(notification) = self.swim_io.to_notify() {
             self.on_swim_notification(notification);
         }
+        self.fit_gossip_to_size();
+    }
+
+    /// Updates are passed on more often as the cluster grows, so that each
+    /// still reaches every node (see `SwimSettings::transmissions_for`).
+    fn fit_gossip_to_size(&mut self) {
+        let nodes = self.swim.num_members().saturating_add(1);
+        let wanted = self.settings.swim.transmissions_for(nodes);
+        if wanted != self.swim_transmissions {
+            // Only the number of transmissions differs from foca's settings,
+            // which foca allows to change at any time.
+            if self
+                .swim
+                .set_config(self.settings.swim.to_foca(nodes))
+                .is_ok()
+            {
+                self.swim_transmissions = wanted;
+            }
+        }
     }
 
     pub(super) fn on_swim_notification(&mut self, notification: OwnedNotification<MemberId>) {
