@@ -1009,16 +1009,59 @@ fn gossip_items(mut data: &[u8]) -> Vec<Vec<u8>> {
     items
 }
 
+/// Gossip datagrams from the process at 7001 telling `n` of `members` (all
+/// alive), a few per datagram, then of `gossip`: what `n` put out for them.
+fn told_by_7001(n: &mut Node, at: Duration, members: &[u16], gossip: Vec<Gossip>) -> Vec<Output> {
+    let from_7001 = |updates, gossip| Forged {
+        src: MemberId::new(process(7001)),
+        src_incarnation: 0,
+        message: SwimMessage::Gossip,
+        updates,
+        gossip,
+    };
+    let mut datagrams: Vec<Forged> = members
+        .chunks(20)
+        .map(|chunk| {
+            let updates = chunk.iter().map(|p| (MemberId::new(process(*p)), 0, 0));
+            from_7001(updates.collect(), Vec::new())
+        })
+        .collect();
+    datagrams.push(from_7001(Vec::new(), gossip));
+    let mut out: Vec<Output> = n.drain_outputs().collect();
+    for forged in datagrams {
+        let data = Bytes::from(forged.encode(MemberId::new(n.me())));
+        n.handle(
+            at,
+            Input::Datagram {
+                from: local(7001),
+                data,
+            },
+        );
+        out.extend(n.drain_outputs());
+    }
+    assert_eq!(live(n).len(), members.len(), "the node knows every member");
+    out
+}
+
 /// How many datagrams a founder sends in the 2 s after it hears the process at
 /// 7001 say it is leaving, when it knows `members` live members (7001 on).
 /// Its SWIM timers run as the shell would run them; nobody answers.
 fn leave_notice_copies(members: u16) -> usize {
     let notice = Gossip::Leaving(process(7001)).encode().expect("encodes");
     let mut a = founded(7000);
+    let heard_at = Duration::from_secs(5);
+    let peers: Vec<u16> = (7001..7001 + members).collect();
+    let mut outputs = told_by_7001(
+        &mut a,
+        heard_at,
+        &peers,
+        vec![Gossip::Leaving(process(7001))],
+    );
+    let until = heard_at + Duration::from_secs(2);
     let mut timers: Vec<(Duration, TimerId)> = Vec::new();
     let mut copies = 0;
-    let mut collect = |a: &mut Node, timers: &mut Vec<(Duration, TimerId)>| {
-        for output in a.drain_outputs() {
+    loop {
+        for output in outputs {
             match output {
                 Output::Timer { at, timer } => timers.push((at, timer)),
                 Output::Datagram { data, .. } if gossip_items(&data).contains(&notice) => {
@@ -1027,58 +1070,68 @@ fn leave_notice_copies(members: u16) -> usize {
                 _ => {}
             }
         }
-    };
-    collect(&mut a, &mut timers);
-    let heard_at = Duration::from_secs(5);
-    let peers: Vec<u16> = (7001..7001 + members).collect();
-    let mut datagrams: Vec<Vec<u8>> = peers
-        .chunks(20)
-        .map(|chunk| Forged {
-            src: MemberId::new(process(7001)),
-            src_incarnation: 0,
-            message: SwimMessage::Gossip,
-            updates: chunk
-                .iter()
-                .map(|p| (MemberId::new(process(*p)), 0, 0))
-                .collect(),
-            gossip: Vec::new(),
-        })
-        .map(|forged| forged.encode(MemberId::new(a.me())))
-        .collect();
-    datagrams.push(
-        Forged {
-            src: MemberId::new(process(7001)),
-            src_incarnation: 0,
-            message: SwimMessage::Gossip,
-            updates: Vec::new(),
-            gossip: vec![Gossip::Leaving(process(7001))],
-        }
-        .encode(MemberId::new(a.me())),
-    );
-    for data in datagrams {
-        let data = Bytes::from(data);
-        a.handle(
-            heard_at,
-            Input::Datagram {
-                from: local(7001),
-                data,
-            },
-        );
-        collect(&mut a, &mut timers);
-    }
-    assert_eq!(live(&a).len(), usize::from(members), "A knows every member");
-    let until = heard_at + Duration::from_secs(2);
-    loop {
         timers.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
         match timers.pop() {
             Some((at, timer)) if at <= until => {
                 a.handle(at.max(heard_at), Input::Timer(timer));
-                collect(&mut a, &mut timers);
+                outputs = a.drain_outputs().collect();
             }
-            _ => break,
+            _ => return copies,
         }
     }
-    copies
+}
+
+/// What `n` was last told to watch.
+fn watched(out: &[Output]) -> Vec<u16> {
+    let last = out.iter().rev().find_map(|o| match o {
+        Output::Watch(processes) => Some(processes),
+        _ => None,
+    });
+    let processes = last.expect("the node names whom it watches");
+    processes.iter().map(|p| p.addr.port()).collect()
+}
+
+/// Every process has about the same number of watchers whatever the size of
+/// the cluster: each node watches the next eight live processes after it in
+/// address order (wrapping round), and the members of its set if it holds a
+/// seat. Watching the first 32 members by address left those after them
+/// watched by nobody in a larger cluster.
+#[test]
+fn a_node_watches_the_eight_processes_after_it_and_its_set() {
+    let at = Duration::from_secs(5);
+    let others = |me: u16| -> Vec<u16> { (7001..=7040).filter(|p| *p != me).collect() };
+    // Founders: each seats 7001 (the one member it has heard from itself), so
+    // each watches 7001, then its ring, which wraps round near the top.
+    for (me, ring) in [
+        (7000, (7001..=7008).collect::<Vec<u16>>()),
+        (7037, vec![7038, 7039, 7040, 7001, 7002, 7003, 7004, 7005]),
+    ] {
+        let mut founder = founded(me);
+        let out = told_by_7001(&mut founder, at, &others(me), Vec::new());
+        let set = founder.active_set().expect("a founder has a set");
+        let seated = [process(me), process(7001)];
+        assert!(set.members.len() == 2 && seated.iter().all(|p| set.contains(p)));
+        let mut expected = vec![7001];
+        expected.extend(ring.into_iter().filter(|p| *p != 7001));
+        assert_eq!(watched(&out), expected, "the founder at {me}");
+    }
+    // A spectator: only its ring, not the set it is not in.
+    let mut spectator = node(7010, &[7001]);
+    let mut out = told_by_7001(&mut spectator, at, &others(7010), Vec::new());
+    let set = ActiveSet {
+        cluster: process(7020),
+        epoch: 2,
+        max_active: 3,
+        members: vec![process(7020), process(7030), process(7035)],
+    };
+    let decided = Body::Decided { set: set.clone() };
+    out.extend(message_from(&mut spectator, at, 7020, decided));
+    assert_eq!(spectator.active_set(), Some(&set));
+    assert_eq!(
+        watched(&out),
+        (7011..=7018).collect::<Vec<_>>(),
+        "the spectator"
+    );
 }
 
 /// Updates are passed on more often as the cluster grows: six times among

@@ -390,20 +390,33 @@ impl Node {
         self.next_proposal_at = self.next_proposal_at.min(self.now);
     }
 
-    /// Keep the shell watching the active set and the live members (a few
-    /// dozen at most, seated ones first).
+    /// Keep the shell watching the members of our active set, if we hold a
+    /// seat, and the next few live processes after us in address order, so that
+    /// every process has about as many watchers whatever the cluster's size.
     pub(super) fn update_watch(&mut self) {
-        const MAX_WATCHED: usize = 32;
+        const RING: usize = 8;
+        let mut live: Vec<ProcessId> = self
+            .live_processes()
+            .into_iter()
+            .filter(|p| *p != self.me && self.plausible(p.addr))
+            .collect();
+        live.sort();
+        let after = live.partition_point(|p| *p < self.me);
+        let ring = live[after..]
+            .iter()
+            .chain(&live[..after])
+            .take(RING)
+            .copied();
         let mut wanted: Vec<ProcessId> = self
             .active_set
             .iter()
+            .filter(|s| s.contains(&self.me))
             .flat_map(|s| s.members.iter().copied())
-            .chain(self.live_processes())
             .filter(|p| *p != self.me && self.plausible(p.addr))
+            .chain(ring)
             .collect();
         let mut seen = BTreeSet::new();
         wanted.retain(|p| seen.insert(*p));
-        wanted.truncate(MAX_WATCHED);
         if wanted != self.watching {
             self.watching = wanted.clone();
             self.out.push(Output::Watch(wanted));
