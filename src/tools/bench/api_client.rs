@@ -16,27 +16,41 @@ use crate::wire::pb::lock_client::LockClient;
 /// Longest wait for one grant or one stream's end.
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Take `lock` and give it back `warmup + timed` times; the timed ones in µs,
-/// each from opening the stream to its end after the release (the node ends
-/// it once the release is done).
+/// The timed entries through the API, in µs from opening each stream.
+#[derive(Default)]
+pub struct ApiTimes {
+    /// To the grant: what a program waits before it may act.
+    pub granted: Vec<f64>,
+    /// To the stream's end after the release (the node ends it once the
+    /// release is done): the whole round.
+    pub released: Vec<f64>,
+}
+
+/// Take `lock` and give it back `warmup + timed` times, timing the last `timed`.
 pub async fn round_trips(
     client: &mut LockClient<Channel>,
     lock: &str,
     warmup: u64,
     timed: u64,
-) -> Result<Vec<f64>> {
-    let mut samples = Vec::with_capacity(usize::try_from(timed).unwrap_or(0));
+) -> Result<ApiTimes> {
+    let capacity = usize::try_from(timed).unwrap_or(0);
+    let mut times = ApiTimes {
+        granted: Vec::with_capacity(capacity),
+        released: Vec::with_capacity(capacity),
+    };
     for i in 0..warmup.saturating_add(timed) {
         let started = Instant::now();
-        hold_once(client, lock).await?;
+        let granted = hold_once(client, lock).await?;
         if i >= warmup {
-            samples.push(micros(started.elapsed()));
+            times.granted.push(micros(granted - started));
+            times.released.push(micros(started.elapsed()));
         }
     }
-    Ok(samples)
+    Ok(times)
 }
 
-async fn hold_once(client: &mut LockClient<Channel>, lock: &str) -> Result<()> {
+/// One acquire and release; when the grant arrived.
+async fn hold_once(client: &mut LockClient<Channel>, lock: &str) -> Result<Instant> {
     let (requests, rx) = mpsc::channel(2);
     let acquire = pb::HoldRequest {
         kind: Some(pb::hold_request::Kind::Acquire(pb::Acquire {
@@ -54,17 +68,17 @@ async fn hold_once(client: &mut LockClient<Channel>, lock: &str) -> Result<()> {
         .await
         .context("the node refused the Hold stream")?
         .into_inner();
-    loop {
+    let granted = loop {
         let event = tokio::time::timeout(STEP_TIMEOUT, events.message())
             .await
             .context("gave up waiting for an uncontended grant")?
             .context("the Hold stream failed")?;
         match event.and_then(|e| e.kind) {
-            Some(pb::hold_event::Kind::Granted(_)) => break,
+            Some(pb::hold_event::Kind::Granted(_)) => break Instant::now(),
             Some(pb::hold_event::Kind::Queued(_) | pb::hold_event::Kind::Progress(_)) => {}
             other => bail!("an uncontended Hold ended with {other:?}"),
         }
-    }
+    };
     let release = pb::HoldRequest {
         kind: Some(pb::hold_request::Kind::Release(pb::Release {})),
     };
@@ -84,5 +98,6 @@ async fn hold_once(client: &mut LockClient<Channel>, lock: &str) -> Result<()> {
     tokio::time::timeout(STEP_TIMEOUT, ended)
         .await
         .context("gave up waiting for a Hold stream to end")?
-        .context("a Hold stream ended badly")
+        .context("a Hold stream ended badly")?;
+    Ok(granted)
 }

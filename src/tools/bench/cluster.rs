@@ -407,14 +407,14 @@ impl Cluster {
 
     /// What a program sees: acquire and release through the node's API socket,
     /// as `ra lock` does (one Hold stream per entry), timed from opening the
-    /// stream to its end after the release; µs per entry. Needs
+    /// stream to the grant and to its end after the release. Needs
     /// [`Cluster::api_dir`].
     pub async fn client_path_latency(
         &mut self,
         who: usize,
         warmup: u64,
         timed: u64,
-    ) -> Result<Vec<f64>> {
+    ) -> Result<super::api_client::ApiTimes> {
         let dir = self.api_dir.clone().context("the cluster serves no API")?;
         let socket = dir.join(format!("{who}.sock"));
         let (mut client, _) = crate::commands::connect(&socket.display().to_string()).await?;

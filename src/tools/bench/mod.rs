@@ -164,28 +164,35 @@ fn time_running_node(node: &str, args: &BenchArgs) -> Result<ExitCode> {
     let runtime = bench_runtime()?;
     let timed = u64::from(args.entries);
     let warmup = (timed / 10).clamp(10, 500);
-    let samples = runtime.block_on(async {
+    let times = runtime.block_on(async {
         let (mut client, socket) = crate::commands::connect(node).await?;
-        let samples = api_client::round_trips(&mut client, "bench", warmup, timed)
+        let times = api_client::round_trips(&mut client, "bench", warmup, timed)
             .await
             .with_context(|| format!("taking the lock `bench` through {}", socket.display()))?;
-        anyhow::Ok(samples)
+        anyhow::Ok(times)
     })?;
-    let (p50, p99) = (
-        footprint::percentile(&samples, 50.0),
-        footprint::percentile(&samples, 99.0),
-    );
+    let percentiles = |samples: &[f64]| {
+        (
+            footprint::percentile(samples, 50.0),
+            footprint::percentile(samples, 99.0),
+        )
+    };
+    let (p50, p99) = percentiles(&times.released);
+    let (grant_p50, grant_p99) = percentiles(&times.granted);
     let mut stdout = std::io::stdout().lock();
     if args.json {
-        writeln!(
-            stdout,
-            "{}",
-            serde_json::json!({ "client_path_p50_us": p50, "client_path_p99_us": p99, "entries": timed })
-        )?;
+        let figures = serde_json::json!({
+            "client_path_p50_us": p50,
+            "client_path_p99_us": p99,
+            "client_grant_p50_us": grant_p50,
+            "client_grant_p99_us": grant_p99,
+            "entries": timed,
+        });
+        writeln!(stdout, "{figures}")?;
     } else {
         writeln!(
             stdout,
-            "acquire + release of `bench` via {node}'s API, {timed} entries after {warmup} warm-up: p50 {p50:.1} µs, p99 {p99:.1} µs"
+            "acquire + release of `bench` via {node}'s API, {timed} entries after {warmup} warm-up: p50 {p50:.1} µs, p99 {p99:.1} µs; to the grant: p50 {grant_p50:.1} µs, p99 {grant_p99:.1} µs"
         )?;
     }
     Ok(ExitCode::SUCCESS)
@@ -281,10 +288,12 @@ async fn measure_in_process(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
         .await
         .context("timing the floor (a bare gRPC echo)")?;
     row.acquire = cluster.acquire_latency(active[0], warmup, timed).await?;
-    row.client_path = cluster
+    let api = cluster
         .client_path_latency(active[0], warmup, timed)
         .await
         .context("timing acquire and release through the API socket")?;
+    row.client_path = api.released;
+    row.client_grant = api.granted;
     // Every node contends, spectators too: they are served through members.
     let everyone: Vec<usize> = (0..row.nodes).collect();
     let contention = cluster.contention(&everyone, warmup, timed).await?;

@@ -34,6 +34,8 @@ pub struct Row {
     pub floor: Vec<f64>,
     /// Acquire plus release through the API socket, as `ra lock` does, in µs.
     pub client_path: Vec<f64>,
+    /// The same, from opening the stream to the grant only.
+    pub client_grant: Vec<f64>,
     pub throughput: f64,
     /// From one node's exit to the next entry of another, in µs.
     pub handoff: Vec<f64>,
@@ -161,6 +163,13 @@ impl Row {
                 1,
             )
             .maybe((!self.client_path.is_empty()).then(|| percentile(&self.client_path, 99.0))),
+            Metric::new(
+                "client_grant_p50_us",
+                "acquire via the API, grant only, p50",
+                "µs",
+                1,
+            )
+            .maybe((!self.client_grant.is_empty()).then(|| percentile(&self.client_grant, 50.0))),
             Metric::new("throughput_cs_per_s", "throughput", "/s", 0)
                 .value(self.throughput)
                 .goal(Goal::AtLeast(THROUGHPUT_PER_S))
