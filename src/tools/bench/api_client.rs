@@ -17,7 +17,6 @@ use crate::wire::pb::lock_client::LockClient;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The timed entries through the API, in µs from opening each stream.
-#[derive(Default)]
 pub struct ApiTimes {
     /// To the grant: what a program waits before it may act.
     pub granted: Vec<f64>,
