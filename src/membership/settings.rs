@@ -37,7 +37,7 @@ impl Default for SwimSettings {
             gossip_every: Duration::from_millis(200),
             gossip_fanout: 3,
             announce_every: Duration::from_secs(5),
-            announce_to_down_every: Duration::from_secs(3),
+            announce_to_down_every: Duration::from_secs(1),
             remove_down_after: Duration::from_secs(24 * 3600),
             max_packet_size: 1400,
         }
