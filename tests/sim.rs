@@ -1414,6 +1414,17 @@ fn seed_of_the_heal_heard_too_late() {
     assert_seeds_pass(Mix::Partitions, &[171_013_814]);
 }
 
+/// Partition seed 191,008,099: a member paused after proposing to remove a
+/// peer cut off by a stall, and the others decided that removal by carrying
+/// its vote through; when the pause ended, the proposer completed the same
+/// decision itself. The simulator judged the removal again at that moment,
+/// when the removed member had long been healthy, and counted it a healthy
+/// eviction. A decision is now judged once, when it is first made.
+#[test]
+fn seed_of_a_decision_completed_after_a_pause() {
+    assert_seeds_pass(Mix::Partitions, &[191_008_099]);
+}
+
 /// Replays each seed of `mix` and asserts it passes: safety, and every ticket
 /// served.
 fn assert_seeds_pass(mix: Mix, seeds: &[u64]) {

@@ -250,6 +250,10 @@ pub struct World {
     leavers: BTreeSet<ProcessId>,
     /// The member list each process last proposed.
     proposed: BTreeMap<ProcessId, Vec<ProcessId>>,
+    /// The decisions (cluster, epoch) whose removals were judged: each is
+    /// judged once, when first decided, not again by each proposer that
+    /// completes the same decision later (after a pause, say).
+    judged_decisions: BTreeSet<(ProcessId, u64)>,
     /// The processes each process keeps a connection to (its shell would).
     watching: BTreeMap<ProcessId, Vec<ProcessId>>,
     /// The process each process last sent a message to at each address: its
@@ -306,6 +310,7 @@ impl World {
             last_heal: None,
             leavers: BTreeSet::new(),
             proposed: BTreeMap::new(),
+            judged_decisions: BTreeSet::new(),
             watching: BTreeMap::new(),
             contacted: BTreeMap::new(),
             hostile,
@@ -806,11 +811,16 @@ impl World {
                 self.seated_since.remove(&at);
             }
         }
+        let decided_in = slot_of(at.addr)
+            .and_then(|s| self.slots.get(s)?.node.as_ref()?.active_set())
+            .map(|v| v.cluster);
         if let Event::ActiveSetInstalled {
+            epoch,
             removed,
             source: crate::event::SetSource::Decided,
             ..
         } = event
+            && decided_in.is_some_and(|cluster| self.judged_decisions.insert((cluster, *epoch)))
         {
             // A member the decider itself still wanted seated was removed by an
             // earlier vote that Paxos had to carry through, not by a verdict.
