@@ -76,10 +76,10 @@ pub enum FailureCause {
     Unresponsive,
     /// Its host says the process is gone (see [`GoneEvidence`]).
     ProcessGone,
-    /// SWIM's gossip says another member declared it down, while this node
-    /// had heard from it too lately for its own probes to have run out: the
-    /// verdict is the other member's (often its proof that the process is
-    /// gone, which gossip does not carry).
+    /// SWIM's gossip says another member declared it down, before this node
+    /// suspected it, or while it had heard from it too lately for its own
+    /// probes to have run out: the verdict is the other member's (often its
+    /// proof that the process is gone, which gossip does not carry).
     Reported,
 }
 

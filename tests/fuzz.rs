@@ -41,6 +41,7 @@ use proptest::sample::Index;
 use prost::Message as _;
 
 use ra::config::{self, NodeFlags};
+use ra::event::FailureCause;
 use ra::membership::codec::{CheckedCodec, Claims, Plausible};
 use ra::membership::gossip::Gossip;
 use ra::membership::identity::{MAX_CLOCK_AHEAD_US, MemberId};
@@ -1079,6 +1080,63 @@ fn leave_notice_copies(members: u16) -> usize {
             _ => return copies,
         }
     }
+}
+
+/// The cause `n` gives when the process at `port` is declared failed by the
+/// update 7001 sends it (state 1 is suspect, 2 down).
+fn failure_cause(n: &mut Node, at: Duration, port: u16, state: u8) -> Option<FailureCause> {
+    let update = Forged {
+        src: MemberId::new(process(7001)),
+        src_incarnation: 0,
+        message: SwimMessage::Gossip,
+        updates: vec![(MemberId::new(process(port)), 0, state)],
+        gossip: Vec::new(),
+    };
+    let data = Bytes::from(update.encode(MemberId::new(n.me())));
+    n.drain_outputs().for_each(drop);
+    n.handle(
+        at,
+        Input::Datagram {
+            from: local(7001),
+            data,
+        },
+    );
+    n.drain_outputs().find_map(|o| match o {
+        Output::Event(ra::event::Event::MemberFailed { member, cause })
+            if member == process(port) =>
+        {
+            Some(cause)
+        }
+        _ => None,
+    })
+}
+
+/// A member declared down by another before this node suspected it is that
+/// member's verdict ("declared down by another member"), not this node's
+/// probes running out ("stopped answering probes"), even when this node has
+/// not heard from it lately: so an idle spectator among a dozen nodes logged
+/// a killed process, proved gone by its watchers, as one that stopped
+/// answering. A suspicion that runs out is still the probes' verdict.
+#[test]
+fn a_failure_names_whose_verdict_it_was() {
+    let at = Duration::from_secs(5);
+    let mut a = founded(7000);
+    told_by_7001(&mut a, at, &(7001..=7011).collect::<Vec<_>>(), Vec::new());
+    let later = at + Duration::from_secs(10);
+    assert_eq!(
+        failure_cause(&mut a, later, 7005, 2),
+        Some(FailureCause::Reported)
+    );
+    assert_eq!(
+        failure_cause(&mut a, later, 7006, 1),
+        None,
+        "suspected, not down"
+    );
+    let down_at = later + Duration::from_millis(100);
+    assert_eq!(
+        failure_cause(&mut a, down_at, 7006, 2),
+        Some(FailureCause::Unresponsive)
+    );
 }
 
 /// What `n` was last told to watch.

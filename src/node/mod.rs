@@ -316,6 +316,8 @@ pub struct Node {
     swim_io: AccumulatingRuntime<MemberId>,
     /// How many times foca passes each update on, fitted to the cluster's size.
     swim_transmissions: u8,
+    /// The members SWIM suspected after the last input.
+    swim_suspects: Vec<MemberId>,
     gossip_in: Receiver<Gossip>,
     peers: BTreeMap<SocketAddr, Peer>,
     /// Processes that said they are leaving, and when we heard it.
@@ -436,6 +438,7 @@ impl Node {
             swim,
             swim_io: AccumulatingRuntime::new(),
             swim_transmissions: settings.swim.transmissions_for(1),
+            swim_suspects: Vec::new(),
             gossip_in,
             peers: BTreeMap::new(),
             leaving_peers: BTreeMap::new(),

@@ -50,6 +50,19 @@ impl Node {
             self.on_swim_notification(notification);
         }
         self.fit_gossip_to_size();
+        self.note_suspects();
+    }
+
+    /// Who SWIM suspects now, so that a later "down" can tell a suspicion that
+    /// ran out from another member's verdict (foca reports no suspicion).
+    fn note_suspects(&mut self) {
+        self.swim_suspects.clear();
+        let suspects = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| *m.id());
+        self.swim_suspects.extend(suspects);
     }
 
     /// Updates are passed on more often as the cluster grows, so that each
@@ -174,9 +187,12 @@ impl Node {
             let heard_lately = self.heard_from(&member).is_some_and(|at| {
                 self.now.saturating_sub(at) < self.settings.swim.suspect_to_down_after
             });
+            // Down without a suspicion first: another member's verdict, which
+            // gossip carried here before any suspicion did.
+            let suspected = self.swim_suspects.contains(&id);
             let cause = if self.gone.contains(&member) {
                 FailureCause::ProcessGone
-            } else if heard_lately {
+            } else if heard_lately || !suspected {
                 FailureCause::Reported
             } else {
                 FailureCause::Unresponsive
