@@ -316,7 +316,7 @@ pub struct Node {
     swim_io: AccumulatingRuntime<MemberId>,
     /// How many times foca passes each update on, fitted to the cluster's size.
     swim_transmissions: u8,
-    /// The members SWIM suspected after the last input.
+    /// The members SWIM suspected before its latest datagram or timer.
     swim_suspects: Vec<MemberId>,
     gossip_in: Receiver<Gossip>,
     peers: BTreeMap<SocketAddr, Peer>,
@@ -614,6 +614,7 @@ impl Node {
             Input::Datagram { from, data } => {
                 self.note_datagram_contact(from, &data);
                 self.answer_old_incarnation(&data);
+                self.note_suspects();
                 if let Err(e) = self.swim.handle_data(&data, &mut self.swim_io) {
                     self.emit(Event::Dropped {
                         what: DroppedWhat::Datagram,
@@ -705,6 +706,7 @@ impl Node {
     fn on_timer(&mut self, timer: TimerId) {
         match timer {
             TimerId::Swim(timer) => {
+                self.note_suspects();
                 if let Err(e) = self.swim.handle_timer(timer, &mut self.swim_io) {
                     // foca's own sanity checks; its state stays usable.
                     self.emit(Event::SwimError {

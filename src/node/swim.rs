@@ -46,16 +46,21 @@ impl Node {
                 }
             }
         }
+        let mut membership_changed = false;
         while let Some(notification) = self.swim_io.to_notify() {
             self.on_swim_notification(notification);
+            membership_changed = true;
         }
-        self.fit_gossip_to_size();
-        self.note_suspects();
+        if membership_changed {
+            self.fit_gossip_to_size();
+        }
     }
 
-    /// Who SWIM suspects now, so that a later "down" can tell a suspicion that
-    /// ran out from another member's verdict (foca reports no suspicion).
-    fn note_suspects(&mut self) {
+    /// Who SWIM suspects before it reads a datagram or runs a timer, so that
+    /// a "down" that follows can tell a suspicion that ran out from another
+    /// member's verdict (foca reports no suspicion). Only those two inputs
+    /// move SWIM's suspicions, so lock traffic never pays for the scan.
+    pub(super) fn note_suspects(&mut self) {
         self.swim_suspects.clear();
         let suspects = self
             .swim
