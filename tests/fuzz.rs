@@ -1013,35 +1013,41 @@ fn gossip_items(mut data: &[u8]) -> Vec<Vec<u8>> {
 /// Gossip datagrams from the process at 7001 telling `n` of `members` (all
 /// alive), a few per datagram, then of `gossip`: what `n` put out for them.
 fn told_by_7001(n: &mut Node, at: Duration, members: &[u16], gossip: Vec<Gossip>) -> Vec<Output> {
-    let from_7001 = |updates, gossip| Forged {
+    let mut out: Vec<Output> = n.drain_outputs().collect();
+    for chunk in members.chunks(20) {
+        let updates = chunk.iter().map(|p| (MemberId::new(process(*p)), 0, 0));
+        out.extend(swim_from_7001(n, at, updates.collect(), Vec::new()));
+    }
+    out.extend(swim_from_7001(n, at, Vec::new(), gossip));
+    assert_eq!(live(n).len(), members.len(), "the node knows every member");
+    out
+}
+
+/// One SWIM gossip datagram from the process at 7001 to `n`, with these
+/// updates (member, incarnation, state: 0 alive, 1 suspect, 2 down) and
+/// gossip items; what `n` put out for it.
+fn swim_from_7001(
+    n: &mut Node,
+    at: Duration,
+    updates: Vec<(MemberId, u16, u8)>,
+    gossip: Vec<Gossip>,
+) -> Vec<Output> {
+    let forged = Forged {
         src: MemberId::new(process(7001)),
         src_incarnation: 0,
         message: SwimMessage::Gossip,
         updates,
         gossip,
     };
-    let mut datagrams: Vec<Forged> = members
-        .chunks(20)
-        .map(|chunk| {
-            let updates = chunk.iter().map(|p| (MemberId::new(process(*p)), 0, 0));
-            from_7001(updates.collect(), Vec::new())
-        })
-        .collect();
-    datagrams.push(from_7001(Vec::new(), gossip));
-    let mut out: Vec<Output> = n.drain_outputs().collect();
-    for forged in datagrams {
-        let data = Bytes::from(forged.encode(MemberId::new(n.me())));
-        n.handle(
-            at,
-            Input::Datagram {
-                from: local(7001),
-                data,
-            },
-        );
-        out.extend(n.drain_outputs());
-    }
-    assert_eq!(live(n).len(), members.len(), "the node knows every member");
-    out
+    let data = Bytes::from(forged.encode(MemberId::new(n.me())));
+    n.handle(
+        at,
+        Input::Datagram {
+            from: local(7001),
+            data,
+        },
+    );
+    n.drain_outputs().collect()
 }
 
 /// How many datagrams a founder sends in the 2 s after it hears the process at
@@ -1085,23 +1091,10 @@ fn leave_notice_copies(members: u16) -> usize {
 /// The cause `n` gives when the process at `port` is declared failed by the
 /// update 7001 sends it (state 1 is suspect, 2 down).
 fn failure_cause(n: &mut Node, at: Duration, port: u16, state: u8) -> Option<FailureCause> {
-    let update = Forged {
-        src: MemberId::new(process(7001)),
-        src_incarnation: 0,
-        message: SwimMessage::Gossip,
-        updates: vec![(MemberId::new(process(port)), 0, state)],
-        gossip: Vec::new(),
-    };
-    let data = Bytes::from(update.encode(MemberId::new(n.me())));
     n.drain_outputs().for_each(drop);
-    n.handle(
-        at,
-        Input::Datagram {
-            from: local(7001),
-            data,
-        },
-    );
-    n.drain_outputs().find_map(|o| match o {
+    let update = vec![(MemberId::new(process(port)), 0, state)];
+    let out = swim_from_7001(n, at, update, Vec::new());
+    out.into_iter().find_map(|o| match o {
         Output::Event(ra::event::Event::MemberFailed { member, cause })
             if member == process(port) =>
         {

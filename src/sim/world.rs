@@ -811,7 +811,7 @@ impl World {
                 self.seated_since.remove(&at);
             }
         }
-        let decided_in = slot_of(at.addr)
+        let cluster = slot_of(at.addr)
             .and_then(|s| self.slots.get(s)?.node.as_ref()?.active_set())
             .map(|v| v.cluster);
         if let Event::ActiveSetInstalled {
@@ -820,7 +820,7 @@ impl World {
             source: crate::event::SetSource::Decided,
             ..
         } = event
-            && decided_in.is_some_and(|cluster| self.judged_decisions.insert((cluster, *epoch)))
+            && cluster.is_some_and(|cluster| self.judged_decisions.insert((cluster, *epoch)))
         {
             // A member the decider itself still wanted seated was removed by an
             // earlier vote that Paxos had to carry through, not by a verdict.
@@ -858,9 +858,6 @@ impl World {
         } else {
             BTreeSet::new()
         };
-        let cluster = slot_of(at.addr)
-            .and_then(|s| self.slots.get(s)?.node.as_ref()?.active_set())
-            .map(|v| v.cluster);
         self.oracle
             .on_event(self.now, at, cluster, event, |p| running.contains(p));
     }
