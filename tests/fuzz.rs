@@ -1132,6 +1132,85 @@ fn a_failure_names_whose_verdict_it_was() {
     );
 }
 
+/// The SWIM headers of the datagrams `out` sends to the process at `port`.
+fn headers_to(out: &[Output], port: u16) -> Vec<Header<MemberId>> {
+    datagrams(out, local(port))
+        .iter()
+        .filter_map(|d| PostcardCodec.decode_header(&d[..]).ok())
+        .collect()
+}
+
+/// A process held down above its own identity is shown the identity to
+/// beat. A flipped bit made the founder hold 7002 down as renewed 66 times;
+/// the real process, renewed 5 times, heard only "you are down" (foca names no
+/// identity) and renewed one step a second, so it stayed out for a minute
+/// (corrupted seed 201,010,612; a restart behind its predecessor's renewals
+/// is the same). Now the founder announces to the identity it holds down, at
+/// that address, once a second at most, and the process renews above it at
+/// its next renewal.
+#[test]
+fn a_process_held_down_above_its_identity_is_shown_what_to_beat() {
+    let at = Duration::from_secs(5);
+    let mut a = founded(7000);
+    told_by_7001(&mut a, at, &[7001, 7002], Vec::new());
+    let held = MemberId {
+        process: process(7002),
+        bump: 66,
+    };
+    swim_from_7001(&mut a, at, vec![(held, 0, 2)], Vec::new());
+    assert_eq!(live(&a), vec![process(7001)], "7002 is held down");
+
+    let speaking = MemberId {
+        process: process(7002),
+        bump: 5,
+    };
+    let announce = Forged {
+        src: speaking,
+        src_incarnation: 0,
+        message: SwimMessage::Announce,
+        updates: Vec::new(),
+        gossip: Vec::new(),
+    }
+    .encode(MemberId::new(a.me()));
+    let heard_at = at + Duration::from_secs(1);
+    let out = feed(&mut a, heard_at, local(7002), &announce);
+    let shown: Vec<MemberId> = headers_to(&out, 7002).iter().map(|h| h.dst).collect();
+    assert!(
+        shown.contains(&held),
+        "the identity held down is shown to the process at its address: {shown:?}"
+    );
+    let again = feed(
+        &mut a,
+        heard_at + Duration::from_millis(500),
+        local(7002),
+        &announce,
+    );
+    assert!(
+        !headers_to(&again, 7002).iter().any(|h| h.dst == held),
+        "at most once a second"
+    );
+
+    // The process at 7002, as renewed 5 times, hears the founder.
+    let mut b = node(7002, &[7000]);
+    let datagram = datagrams(&out, local(7002))
+        .into_iter()
+        .find(|d| {
+            let header: Result<Header<MemberId>, _> = PostcardCodec.decode_header(&d[..]);
+            header.is_ok_and(|h| h.dst == held)
+        })
+        .expect("shown above");
+    feed(&mut b, heard_at, local(7000), &datagram);
+    b.handle(heard_at, Input::Timer(TimerId::Tick));
+    let renewed = b.drain_outputs().find_map(|o| match o {
+        Output::Event(ra::event::Event::Rejoined { bump }) => Some(bump),
+        _ => None,
+    });
+    assert!(
+        renewed.is_some_and(|bump| bump > held.bump),
+        "renewed above the identity held down at once: {renewed:?}"
+    );
+}
+
 /// What `n` was last told to watch.
 fn watched(out: &[Output]) -> Vec<u16> {
     let last = out.iter().rev().find_map(|o| match o {

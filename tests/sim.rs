@@ -1425,6 +1425,18 @@ fn seed_of_a_decision_completed_after_a_pause() {
     assert_seeds_pass(Mix::Partitions, &[191_008_099]);
 }
 
+/// Corrupted seed 201,010,612: the founder held 7002 down as renewed 66
+/// times (a flipped bit in a "renamed" update), and 7001 down as its previous
+/// process renewed 57 times. foca answers a process it counts down with "you
+/// are down" and no identity, so both renewed one step a second, a minute
+/// short of the founder's record, and 7002's forwarded ticket waited past the
+/// bound. The founder now shows such a process the identity it holds down
+/// (an announce addressed to it), and the process renews above it at once.
+#[test]
+fn seed_of_the_identity_held_down_out_of_reach() {
+    assert_seeds_pass(Mix::Corrupted, &[201_010_612]);
+}
+
 /// Replays each seed of `mix` and asserts it passes: safety, and every ticket
 /// served.
 fn assert_seeds_pass(mix: Mix, seeds: &[u64]) {

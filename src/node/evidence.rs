@@ -41,10 +41,11 @@ impl Node {
     /// in between. A process that runs keeps talking; a damaged identity is
     /// not repeated, and the real process's next datagram clears it. A
     /// datagram never counts for a process earlier than one heard there.
-    pub(super) fn note_datagram_contact(&mut self, from: SocketAddr, data: &[u8]) {
-        let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data) else {
-            return;
-        };
+    pub(super) fn note_datagram_contact(
+        &mut self,
+        from: SocketAddr,
+        header: &foca::Header<MemberId>,
+    ) {
         let process = header.src.process;
         if process.addr != from {
             return;
@@ -214,9 +215,6 @@ impl Node {
         self.now < down_at.saturating_add(wait)
     }
 
-    /// foca was told we are down (by the cluster, or by a forged or corrupted
-    /// datagram): renew the identity, but at most once per [`RENEW_EVERY`], so
-    /// a flood of such datagrams cannot drive the counter to its end.
     /// This host's wall clock, as the process's start time plus the time
     /// since: the node reads no clock of its own.
     pub(super) fn wall_now_us(&self) -> u64 {
@@ -244,6 +242,55 @@ impl Node {
             self.rival = Some(rival);
         }
         self.schedule_renewal();
+    }
+
+    /// foca was told we are down (by the cluster, or by a forged or corrupted
+    /// datagram): renew the identity, but at most once per [`RENEW_EVERY`], so
+    /// a flood of such datagrams cannot drive the counter to its end.
+    /// A datagram from a process that stands below the identity we hold down
+    /// at its address: foca counts it down too, and answers "you are down"
+    /// without saying which identity it must beat. Renewing one step a
+    /// second, it stayed out for as long as the gap: a minute behind a bump a
+    /// flipped bit raised (corrupted seed 201,010,612), or behind the renewals
+    /// of its own predecessor after a restart. So we announce to the identity
+    /// held down, at that address: the process's codec sees a claim at its
+    /// address that stands above it, and it renews above that in one step
+    /// (`answer_rival_claim`). At most once per [`RENEW_EVERY`] per address,
+    /// the pace of the renewals it prompts.
+    pub(super) fn show_sender_the_identity_held_down(
+        &mut self,
+        from: SocketAddr,
+        header: &foca::Header<MemberId>,
+    ) {
+        let sender = header.src;
+        if sender.process.addr != from {
+            return;
+        }
+        let now = self.now;
+        let Some(peer) = self.peers.get_mut(&from) else {
+            return;
+        };
+        let due = peer
+            .shown_held_down_at
+            .is_none_or(|at| now >= at.saturating_add(RENEW_EVERY));
+        if peer.alive || !due || peer.id.standing_key() <= sender.standing_key() {
+            return;
+        }
+        // foca's record decides: the peer map follows its notifications.
+        let held_down = self
+            .swim
+            .iter_membership_state()
+            .find(|m| m.id().process.addr == from)
+            .filter(|m| {
+                m.state() == foca::State::Down && m.id().standing_key() > sender.standing_key()
+            })
+            .map(|m| *m.id());
+        let Some(held_down) = held_down else {
+            return;
+        };
+        peer.shown_held_down_at = Some(now);
+        // foca refuses only ourselves as a target, and this is not us.
+        let _ = self.swim.announce(held_down, &mut self.swim_io);
     }
 
     pub(super) fn schedule_renewal(&mut self) {

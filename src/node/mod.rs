@@ -255,6 +255,9 @@ struct Peer {
     recheck: Option<(Duration, Option<Duration>)>,
     /// A restart was just logged; the MemberUp that follows needs no second line.
     restart_logged: bool,
+    /// When we last showed a process below it the identity we hold down here
+    /// (see `evidence::show_sender_the_identity_held_down`).
+    shown_held_down_at: Option<Duration>,
 }
 
 /// The node's role, for status.
@@ -612,8 +615,14 @@ impl Node {
         let first_output = self.out.len();
         match input {
             Input::Datagram { from, data } => {
-                self.note_datagram_contact(from, &data);
-                self.answer_old_incarnation(&data);
+                // Read without the codec's checks: foca applies them below.
+                if let Ok(header) =
+                    foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, &data[..])
+                {
+                    self.note_datagram_contact(from, &header);
+                    self.answer_old_incarnation(&header);
+                    self.show_sender_the_identity_held_down(from, &header);
+                }
                 self.note_suspects();
                 if let Err(e) = self.swim.handle_data(&data, &mut self.swim_io) {
                     self.emit(Event::Dropped {
@@ -668,10 +677,7 @@ impl Node {
     /// A datagram for an earlier process at our address means its cluster is out
     /// there and has not noticed the restart: announce to the sender now rather
     /// than wait to be found (or, with no seeds, found a second cluster).
-    fn answer_old_incarnation(&mut self, data: &[u8]) {
-        let Ok(header) = foca::Codec::<MemberId>::decode_header(&mut PostcardCodec, data) else {
-            return;
-        };
+    fn answer_old_incarnation(&mut self, header: &foca::Header<MemberId>) {
         if header.dst.process.addr == self.me.addr && header.dst.process != self.me {
             // An error means foca refused the target (say, ourselves): nothing to do.
             let _ = self.swim.announce(header.src, &mut self.swim_io);

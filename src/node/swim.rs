@@ -154,6 +154,7 @@ impl Node {
                         down_at: None,
                         recheck: None,
                         restart_logged: false,
+                        shown_held_down_at: None,
                     },
                 );
                 self.emit(Event::MemberJoined { member });
@@ -243,6 +244,7 @@ impl Node {
                 down_at: None,
                 recheck: None,
                 restart_logged: restarted,
+                shown_held_down_at: None,
             },
         );
         if restarted {
