@@ -41,7 +41,7 @@ use proptest::sample::Index;
 use prost::Message as _;
 
 use ra::config::{self, NodeFlags};
-use ra::event::FailureCause;
+use ra::event::{FailureCause, GoneEvidence};
 use ra::membership::codec::{CheckedCodec, Claims, Plausible};
 use ra::membership::gossip::Gossip;
 use ra::membership::identity::{MAX_CLOCK_AHEAD_US, MemberId};
@@ -1208,6 +1208,57 @@ fn a_process_held_down_above_its_identity_is_shown_what_to_beat() {
     assert!(
         renewed.is_some_and(|bump| bump > held.bump),
         "renewed above the identity held down at once: {renewed:?}"
+    );
+}
+
+/// A refusal that names a process already known gone still frees an
+/// earlier process at that address that the node began to serve since:
+/// outsider seed 211,008,452 held a lock for a spectator's ask that a
+/// partition delivered after the spectator had restarted and its successor
+/// had left, because the stream's every refusal named the successor, known
+/// gone already, and was dropped unread.
+#[test]
+fn a_refusal_frees_an_earlier_spectator_served_after_its_successor_was_gone() {
+    let at = Duration::from_secs(5);
+    let mut a = founded(7000);
+    told_by_7001(&mut a, at, &[7001, 7005], Vec::new());
+    let successor = process(7005);
+    let refused = |n: &mut Node, when: Duration| {
+        n.drain_outputs().for_each(drop);
+        n.handle(
+            when,
+            Input::PeerGone {
+                process: successor,
+                evidence: GoneEvidence::ConnectionRefused,
+            },
+        );
+        n.drain_outputs().collect::<Vec<Output>>()
+    };
+    refused(&mut a, at);
+    let earlier = ProcessId::new(local(7005), successor.incarnation - 1_000_000);
+    let me = a.me();
+    a.handle(
+        at,
+        Input::Message(Envelope {
+            from: earlier,
+            to: me,
+            clock: 1,
+            body: Body::ProxyAcquire {
+                lock: LockName::default_lock(),
+                ticket: 1,
+                try_only: false,
+            },
+        }),
+    );
+    let served: Vec<Output> = a.drain_outputs().collect();
+    assert!(
+        served.iter().any(|o| matches!(o, Output::Event(ra::event::Event::Serving { spectator, .. }) if *spectator == earlier)),
+        "the late ask is served: {served:?}"
+    );
+    let out = refused(&mut a, at + Duration::from_secs(2));
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Event(ra::event::Event::ProcessGone { member, .. }) if *member == earlier)),
+        "the refusal frees the earlier process's tickets: {out:?}"
     );
 }
 

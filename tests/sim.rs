@@ -1437,6 +1437,18 @@ fn seed_of_the_identity_held_down_out_of_reach() {
     assert_seeds_pass(Mix::Corrupted, &[201_010_612]);
 }
 
+/// Outsider seed 211,008,452: a spectator's asks, held back by a partition,
+/// reached a member after the spectator had crashed, restarted and left. The
+/// member served them for a process that no longer existed and held the lock
+/// for good: the simulator proved a death only to streams open when it
+/// happened, while a real shell's stream to that address is refused when it
+/// next sends there. The simulator now models that reconnect, and a refusal
+/// naming the successor, already known gone, still frees the earlier process.
+#[test]
+fn seed_of_the_ask_served_after_its_sender_was_gone() {
+    assert_seeds_pass(Mix::Hostile(Hostility::Outsider), &[211_008_452]);
+}
+
 /// Replays each seed of `mix` and asserts it passes: safety, and every ticket
 /// served.
 fn assert_seeds_pass(mix: Mix, seeds: &[u64]) {

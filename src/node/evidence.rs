@@ -365,11 +365,22 @@ impl Node {
     /// at once (the others learn it by gossip), rather than after the
     /// suspicion SWIM needs when all it has is silence.
     pub(super) fn on_peer_gone(&mut self, process: ProcessId, evidence: GoneEvidence) {
-        if process == self.me || self.gone.contains(&process) {
+        if process == self.me {
             return;
         }
         if evidence == GoneEvidence::ConnectionRefused && !self.settings.refused_connection_is_proof
         {
+            return;
+        }
+        if self.gone.contains(&process) {
+            // Known gone, but the refusal is news for an earlier process at
+            // the address that we began to serve since: a spectator's ask that
+            // a partition held back until after its restart and its
+            // successor's leave (outsider seed 211,008,452) held the lock for
+            // a process that no longer existed.
+            if evidence == GoneEvidence::ConnectionRefused {
+                self.free_spectators_gone(process, evidence, false);
+            }
             return;
         }
         let Some(peer) = self

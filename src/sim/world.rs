@@ -260,6 +260,9 @@ pub struct World {
     /// shell keeps that stream open too, and a reconnect tells it the process
     /// there is gone (the transport's `expected`).
     contacted: BTreeMap<ProcessId, BTreeMap<SocketAddr, ProcessId>>,
+    /// Streams whose shell is reconnecting to an address where the process
+    /// it expects no longer runs, with a `DeathCheck` pending.
+    reconnecting: BTreeSet<(ProcessId, SocketAddr)>,
     hostile: Option<Hostile>,
     /// The hostile peer's own draws, so schedules without one replay as before.
     hostile_rng: SmallRng,
@@ -313,6 +316,7 @@ impl World {
             judged_decisions: BTreeSet::new(),
             watching: BTreeMap::new(),
             contacted: BTreeMap::new(),
+            reconnecting: BTreeSet::new(),
             hostile,
             hostile_rng: SmallRng::seed_from_u64(config.seed ^ 0x0005_EED0_FBAD_1DEA),
             hostile_refused_at_wire: 0,
@@ -453,6 +457,7 @@ impl World {
     /// is cut (the connect times out) or the process is only paused (its
     /// kernel still accepts).
     fn death_check(&mut self, watcher: ProcessId, target: ProcessId) {
+        self.reconnecting.remove(&(watcher, target.addr));
         let Some(slot) = slot_of(watcher.addr) else {
             return;
         };
@@ -722,6 +727,11 @@ impl World {
                 // Nobody in the simulation asks who holds what.
                 Output::Holding { .. } => {}
                 Output::Watch(processes) => {
+                    // The shell expects the latest process it watched or sent
+                    // to at each address (the transport's `expected`).
+                    for process in &processes {
+                        self.note_expected(me, *process);
+                    }
                     self.watching.insert(me, processes);
                 }
                 Output::Refused { ticket, .. } => {
@@ -742,15 +752,35 @@ impl World {
         }
     }
 
-    fn send(&mut self, envelope: Envelope) {
+    /// The latest process `by`'s shell expects at `process`'s address.
+    fn note_expected(&mut self, by: ProcessId, process: ProcessId) -> ProcessId {
         let latest = self
             .contacted
-            .entry(envelope.from)
+            .entry(by)
             .or_default()
-            .entry(envelope.to.addr)
-            .or_insert(envelope.to);
-        if latest.incarnation < envelope.to.incarnation {
-            *latest = envelope.to;
+            .entry(process.addr)
+            .or_insert(process);
+        if latest.incarnation < process.incarnation {
+            *latest = process;
+        }
+        *latest
+    }
+
+    fn send(&mut self, envelope: Envelope) {
+        // Sent after the process it expects there died: the shell's stream
+        // to the address is refused (or meets the next process) as it
+        // reconnects, as it would have had the stream been open at the death.
+        let expected = self.note_expected(envelope.from, envelope.to);
+        if !self.running(&expected) && self.reconnecting.insert((envelope.from, expected.addr)) {
+            let noticed = Duration::from_micros(self.rng.random_range(0..50_000));
+            let delay = self.net.delay(&self.config.net, &mut self.rng) + noticed;
+            self.push(
+                self.now + delay,
+                Happening::DeathCheck {
+                    watcher: envelope.from,
+                    target: expected,
+                },
+            );
         }
         // Every message goes through the real wire format, so a conversion bug
         // shows up here too.
