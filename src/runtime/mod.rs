@@ -387,6 +387,7 @@ impl Shell {
             let deadline = self.timers.next_time();
             tokio::select! {
                 _ = housekeeping.tick() => {
+                    self.peers.close_idle();
                     if self.log_events {
                         log::flush_drops(self.me);
                     }

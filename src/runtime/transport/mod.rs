@@ -4,8 +4,9 @@
 //! both processes and, with a cluster key, proves both hold it. Envelopes that
 //! wait for the same peer together leave as one `Batch` frame.
 //!
-//! A little over 500 lines with the batching's tests at the end; the code is
-//! the sending side's one job (connect, prove, reconnect, pour the queue).
+//! About 700 lines with the tests of batching and idle closing at the end; the
+//! code is the sending side's one job (connect, prove, reconnect, pour the
+//! queue, close it when idle).
 //!
 //! A stream that breaks is reconnected at once: what was queued meanwhile is
 //! sent then, and the node hears `Reconnected` so it can resend what may have
@@ -20,9 +21,9 @@ pub mod handshake;
 pub mod server;
 pub mod tls;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -82,9 +83,48 @@ struct Context {
     tls: Option<Arc<tls::PeerTls>>,
 }
 
+/// Housekeeping rounds (a second each) with nothing sent after which a stream
+/// to a process the node does not watch is closed. A member welcomes every
+/// newcomer, so without this the founder of 50 kept a stream to each of 49
+/// for good, and one to a process gone for good retried its connect every
+/// 2 s for ever. Watched streams stay open: their break is the proof of a
+/// death. A stream closed is opened again by the next message.
+pub const IDLE_ROUNDS: u32 = 30;
+
+/// One peer's queue, and the housekeeping rounds since anything went in it.
+struct Queue {
+    tx: mpsc::Sender<Box<pb::Envelope>>,
+    used: bool,
+    idle_rounds: u32,
+    link: Arc<AtomicU8>,
+}
+
+/// How a peer's stream stands, as its task last found it.
+const LINK_CONNECTING: u8 = 0;
+const LINK_UP: u8 = 1;
+/// The last connect was refused: the process there is gone.
+const LINK_REFUSED: u8 = 2;
+
+impl Queue {
+    /// Whether closing loses nothing the node would want sent: everything
+    /// queued went out on a live stream, or the process it was for is gone.
+    /// (A stream that broke and has not come back may have lost what was in
+    /// flight; the node resends that on `Reconnected`, so it stays open.)
+    fn nothing_pending(&self) -> bool {
+        let drained = self.tx.capacity() == self.tx.max_capacity();
+        match self.link.load(Ordering::Relaxed) {
+            LINK_UP => drained,
+            LINK_REFUSED => true,
+            _ => false,
+        }
+    }
+}
+
 /// The sending side: one task per peer address.
 pub struct Peers {
-    queues: HashMap<SocketAddr, mpsc::Sender<Box<pb::Envelope>>>,
+    queues: HashMap<SocketAddr, Queue>,
+    /// The addresses of the processes the node last asked to watch.
+    watched: HashSet<SocketAddr>,
     stats: Arc<WireStats>,
     context: Context,
 }
@@ -99,6 +139,7 @@ impl Peers {
     ) -> Self {
         Self {
             queues: HashMap::new(),
+            watched: HashSet::new(),
             stats,
             context: Context {
                 me,
@@ -119,21 +160,26 @@ impl Peers {
         }
     }
 
-    fn queue(&mut self, addr: SocketAddr) -> &mpsc::Sender<Box<pb::Envelope>> {
+    fn queue(&mut self, addr: SocketAddr) -> &mut Queue {
         self.queues.entry(addr).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(peer_stream(addr, rx, self.context.clone()));
-            tx
+            let link = Arc::new(AtomicU8::new(LINK_CONNECTING));
+            tokio::spawn(peer_stream(addr, rx, self.context.clone(), link.clone()));
+            Queue {
+                tx,
+                used: false,
+                idle_rounds: 0,
+                link,
+            }
         })
     }
 
     pub fn send(&mut self, envelope: &Envelope) {
         let addr = envelope.to.addr;
         self.expect(envelope.to);
-        match self
-            .queue(addr)
-            .try_send(Box::new(wire::to_proto(envelope)))
-        {
+        let queue = self.queue(addr);
+        queue.used = true;
+        match queue.tx.try_send(Box::new(wire::to_proto(envelope))) {
             Ok(()) => self.stats.count(envelope),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(target: "ra::transport", "dropped a {} for {addr}: its queue is full (the peer is unreachable)", envelope.body.kind());
@@ -147,12 +193,36 @@ impl Peers {
     /// Keep a stream open to each of these processes even while nothing is
     /// sent to them, so their death is noticed the moment it happens.
     pub fn watch(&mut self, processes: &[ProcessId]) {
+        self.watched.clear();
         for process in processes {
             if *process != self.context.me {
                 self.expect(*process);
                 self.queue(process.addr);
+                self.watched.insert(process.addr);
             }
         }
+    }
+
+    /// One housekeeping round: close the streams that were idle for
+    /// [`IDLE_ROUNDS`] rounds, are not watched, and have nothing pending
+    /// (their tasks end with the queue, and the connection with them).
+    pub fn close_idle(&mut self) {
+        let watched = &self.watched;
+        self.queues.retain(|addr, queue| {
+            if std::mem::take(&mut queue.used) || watched.contains(addr) {
+                queue.idle_rounds = 0;
+                return true;
+            }
+            queue.idle_rounds = queue.idle_rounds.saturating_add(1);
+            queue.idle_rounds < IDLE_ROUNDS || !queue.nothing_pending()
+        });
+    }
+
+    /// The addresses with a stream kept open (or being opened).
+    pub fn open_to(&self) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = self.queues.keys().copied().collect();
+        addrs.sort();
+        addrs
     }
 }
 
@@ -400,6 +470,7 @@ async fn peer_stream(
     addr: SocketAddr,
     mut queue: mpsc::Receiver<Box<pb::Envelope>>,
     context: Context,
+    link: Arc<AtomicU8>,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut had_stream = false;
@@ -411,6 +482,15 @@ async fn peer_stream(
             Ok(stream) => stream,
             Err(failure) => {
                 failures += 1;
+                let refused = matches!(failure, Failure::Refused);
+                link.store(
+                    if refused {
+                        LINK_REFUSED
+                    } else {
+                        LINK_CONNECTING
+                    },
+                    Ordering::Relaxed,
+                );
                 if let Failure::Refused = failure
                     && !report_gone(addr, GoneEvidence::ConnectionRefused, &context).await
                 {
@@ -457,6 +537,7 @@ async fn peer_stream(
             return;
         }
         had_stream = true;
+        link.store(LINK_UP, Ordering::Relaxed);
         loop {
             let first = match left_over.take() {
                 Some(envelope) => envelope,
@@ -487,12 +568,81 @@ async fn peer_stream(
             }
         }
         // Reconnect at once: a refused connection now says the process died.
+        link.store(LINK_CONNECTING, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peers(inbox: mpsc::Sender<Inbound>) -> Peers {
+        let me = ProcessId::new("127.0.0.1:1".parse().expect("addr"), 1);
+        Peers::new(
+            me,
+            inbox,
+            Arc::default(),
+            Arc::new(RwLock::new(Sealer::Plain)),
+            None,
+        )
+    }
+
+    /// A loopback address where nothing listens (a port just freed).
+    fn nothing_listens() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        listener.local_addr().expect("its address")
+    }
+
+    async fn link_of(peers: &Peers, addr: SocketAddr, wanted: u8) {
+        for _ in 0..200 {
+            if peers.queues[&addr].link.load(Ordering::Relaxed) == wanted {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the stream to {addr} never reached link state {wanted}");
+    }
+
+    /// A stream nothing was sent on is closed after `IDLE_ROUNDS` rounds,
+    /// unless it is watched, or what was queued may not have gone out (it
+    /// never came up). A message resets the count.
+    #[tokio::test]
+    async fn idle_unwatched_streams_close_and_nothing_pending_is_lost() {
+        let (inbox, _arrived) = mpsc::channel(1024);
+        let mut peers = peers(inbox);
+        let gone = nothing_listens();
+        // Accepts TCP in the kernel's backlog but never answers: never up.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let silent = silent.local_addr().expect("its address");
+        let watched = nothing_listens();
+        let process = |addr| ProcessId::new(addr, 7);
+        peers.watch(&[process(gone), process(silent), process(watched)]);
+        peers.watch(&[process(watched)]);
+        link_of(&peers, gone, LINK_REFUSED).await;
+        for _ in 1..IDLE_ROUNDS {
+            peers.close_idle();
+        }
+        assert_eq!(peers.open_to().len(), 3, "not idle long enough yet");
+        let hello = Envelope {
+            from: process("127.0.0.1:1".parse().expect("addr")),
+            to: process(gone),
+            clock: 1,
+            body: crate::protocol::message::Body::WhichSet,
+        };
+        peers.send(&hello);
+        peers.close_idle();
+        assert_eq!(peers.open_to().len(), 3, "a message starts the count again");
+        for _ in 0..IDLE_ROUNDS {
+            peers.close_idle();
+        }
+        let mut kept = vec![silent, watched];
+        kept.sort();
+        assert_eq!(
+            peers.open_to(),
+            kept,
+            "the stream to a process gone closes; one never up and a watched one stay"
+        );
+    }
 
     fn envelope(clock: u64, padding: usize) -> pb::Envelope {
         pb::Envelope {
