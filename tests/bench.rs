@@ -47,6 +47,9 @@ const MEMBERSHIP: &[&str] = &[
     "failover_max_ms",
     "host_loss_detect_ms",
     "host_loss_detect_max_ms",
+    "threads_throughput_1_name_cs_per_s",
+    "threads_throughput_100_names_cs_per_s",
+    "threads_names_speedup",
 ];
 
 /// Keys with a number unless --skip-data-dir, then null.

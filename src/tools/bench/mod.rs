@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 
 use cluster::Cluster;
 use footprint::{footprint, names_footprint};
-use report::{NAME_CLIENTS, NAME_COUNTS, Row, sweep_table, table};
+use report::{NAME_CLIENTS, NAME_COUNTS, Row, THREADED_NAME_COUNTS, sweep_table, table};
 
 use clap::Args;
 
@@ -316,7 +316,18 @@ async fn measure_in_process(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
 /// Joins, leaves, crashes, failovers, lost hosts and stalls, on a cluster
 /// whose nodes each run on a thread of their own ([`Cluster::own_threads`]).
 async fn measure_membership(cluster: &mut Cluster, args: &BenchArgs, row: &mut Row) -> Result<()> {
-    cluster.form(row.nodes).await?;
+    let active = cluster.form(row.nodes).await?;
+    // Names in parallel, as separate processes run them: on the shared thread
+    // above, many names can only fill the gaps one name leaves.
+    let timed = u64::from(args.entries);
+    let warmup = (timed / 10).clamp(10, 500);
+    for names in THREADED_NAME_COUNTS {
+        let per_second = cluster
+            .names_throughput(&active, names, NAME_CLIENTS, warmup, timed)
+            .await
+            .with_context(|| format!("contending for {names} names on nodes with a thread each"))?;
+        row.names_throughput_threads.push((names, per_second));
+    }
     for _ in 0..MEMBERSHIP_RUNS {
         cluster.membership_round(row).await?;
         cluster
