@@ -303,14 +303,27 @@ async fn measure_in_process(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
     row.handoff = contention.handoffs;
     row.contention_entries = contention.entries;
     row.contention_messages = contention.messages;
-    for names in NAME_COUNTS {
+    row.names_throughput = names_runs(cluster, &active, &NAME_COUNTS, warmup, timed).await?;
+    Ok(())
+}
+
+/// Entries per second with each count of names, on `cluster`.
+async fn names_runs(
+    cluster: &mut Cluster,
+    active: &[usize],
+    counts: &[usize],
+    warmup: u64,
+    timed: u64,
+) -> Result<Vec<(usize, f64)>> {
+    let mut runs = Vec::with_capacity(counts.len());
+    for &names in counts {
         let per_second = cluster
-            .names_throughput(&active, names, NAME_CLIENTS, warmup, timed)
+            .names_throughput(active, names, NAME_CLIENTS, warmup, timed)
             .await
             .with_context(|| format!("contending for {names} names"))?;
-        row.names_throughput.push((names, per_second));
+        runs.push((names, per_second));
     }
-    Ok(())
+    Ok(runs)
 }
 
 /// Joins, leaves, crashes, failovers, lost hosts and stalls, on a cluster
@@ -321,13 +334,10 @@ async fn measure_membership(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
     // above, many names can only fill the gaps one name leaves.
     let timed = u64::from(args.entries);
     let warmup = (timed / 10).clamp(10, 500);
-    for names in THREADED_NAME_COUNTS {
-        let per_second = cluster
-            .names_throughput(&active, names, NAME_CLIENTS, warmup, timed)
+    row.names_throughput_threads =
+        names_runs(cluster, &active, &THREADED_NAME_COUNTS, warmup, timed)
             .await
-            .with_context(|| format!("contending for {names} names on nodes with a thread each"))?;
-        row.names_throughput_threads.push((names, per_second));
-    }
+            .context("on nodes with a thread each")?;
     for _ in 0..MEMBERSHIP_RUNS {
         cluster.membership_round(row).await?;
         cluster

@@ -283,39 +283,25 @@ impl Row {
                 .column("cpu %"),
         ];
         for names in NAME_COUNTS {
-            let noun = if names == 1 { "name" } else { "names" };
-            let mut metric = Metric::new(
-                format!("throughput_{names}_{noun}_cs_per_s"),
-                format!("throughput, {names} {noun} at random"),
-                "/s",
-                0,
-            )
-            .maybe(per_second(&self.names_throughput, names));
-            if names == 100 {
-                metric = metric.column("100 names/s");
-            }
-            metrics.push(metric);
+            let metric = names_metric(&self.names_throughput, names, "", "at random");
+            metrics.push(if names == 100 {
+                metric.column("100 names/s")
+            } else {
+                metric
+            });
         }
         // The names target is judged where the nodes run in parallel, as
         // processes do: on one shared thread there is no parallelism to show.
         let single = per_second(&self.names_throughput_threads, 1);
         for names in THREADED_NAME_COUNTS {
-            let noun = if names == 1 { "name" } else { "names" };
-            let mut metric = Metric::new(
-                format!("threads_throughput_{names}_{noun}_cs_per_s"),
-                format!("throughput, {names} {noun}, a thread per node"),
-                "/s",
-                0,
-            )
-            .maybe(per_second(&self.names_throughput_threads, names));
-            if names > 1
-                && let Some(single) = single
-            {
-                metric = metric
+            let runs = &self.names_throughput_threads;
+            let metric = names_metric(runs, names, "threads_", "a thread per node");
+            metrics.push(match single.filter(|_| names > 1) {
+                Some(single) => metric
                     .goal(Goal::AtLeast(NAMES_SPEEDUP * single.round()))
-                    .column("100 names/s, threads");
-            }
-            metrics.push(metric);
+                    .column("100 names/s, threads"),
+                None => metric,
+            });
         }
         metrics.push(
             Metric::new(
@@ -416,6 +402,19 @@ impl Row {
 /// Entries per second with `names` names in `runs`, if measured.
 fn per_second(runs: &[(usize, f64)], names: usize) -> Option<f64> {
     runs.iter().find(|(n, _)| *n == names).map(|(_, v)| *v)
+}
+
+/// The throughput figure of `names` names in `runs`, its key starting with
+/// `prefix`, its label ending with `how`.
+fn names_metric(runs: &[(usize, f64)], names: usize, prefix: &str, how: &str) -> Metric {
+    let noun = if names == 1 { "name" } else { "names" };
+    Metric::new(
+        format!("{prefix}throughput_{names}_{noun}_cs_per_s"),
+        format!("throughput, {names} {noun}, {how}"),
+        "/s",
+        0,
+    )
+    .maybe(per_second(runs, names))
 }
 
 #[derive(Clone, Copy, Debug)]
