@@ -244,9 +244,6 @@ impl Node {
         self.schedule_renewal();
     }
 
-    /// foca was told we are down (by the cluster, or by a forged or corrupted
-    /// datagram): renew the identity, but at most once per [`RENEW_EVERY`], so
-    /// a flood of such datagrams cannot drive the counter to its end.
     /// A datagram from a process that stands below the identity we hold down
     /// at its address: foca counts it down too, and answers "you are down"
     /// without saying which identity it must beat. Renewing one step a
@@ -293,6 +290,9 @@ impl Node {
         let _ = self.swim.announce(held_down, &mut self.swim_io);
     }
 
+    /// foca was told we are down (by the cluster, or by a forged or corrupted
+    /// datagram): renew the identity, but at most once per [`RENEW_EVERY`], so
+    /// a flood of such datagrams cannot drive the counter to its end.
     pub(super) fn schedule_renewal(&mut self) {
         let at = self.last_renewal.map_or(self.now, |last| {
             self.now.max(last.saturating_add(RENEW_EVERY))

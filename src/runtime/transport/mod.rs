@@ -83,12 +83,12 @@ struct Context {
     tls: Option<Arc<tls::PeerTls>>,
 }
 
-/// Housekeeping rounds (a second each) with nothing sent after which a stream
-/// to a process the node does not watch is closed. A member welcomes every
-/// newcomer, so without this the founder of 50 kept a stream to each of 49
-/// for good, and one to a process gone for good retried its connect every
-/// 2 s for ever. Watched streams stay open: their break is the proof of a
-/// death. A stream closed is opened again by the next message.
+/// How many housekeeping rounds (a second each) a stream may go with nothing
+/// sent before it is closed, unless the node watches its process. Without
+/// this, every stream a node ever opened stayed, and one to a process gone
+/// for good retried its connect every 2 s for ever. Watched streams stay
+/// open: their break is the proof of a death. A stream closed is opened
+/// again by the next message.
 pub const IDLE_ROUNDS: u32 = 30;
 
 /// One peer's queue, and the housekeeping rounds since anything went in it.
