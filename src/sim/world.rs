@@ -256,9 +256,9 @@ pub struct World {
     judged_decisions: BTreeSet<(ProcessId, u64)>,
     /// The processes each process keeps a connection to (its shell would).
     watching: BTreeMap<ProcessId, Vec<ProcessId>>,
-    /// The process each process last sent a message to at each address: its
-    /// shell keeps that stream open too, and a reconnect tells it the process
-    /// there is gone (the transport's `expected`).
+    /// The latest process each process watched or sent a message to at each
+    /// address: its shell keeps that stream open too, and a reconnect tells
+    /// it the process there is gone (the transport's `expected`).
     contacted: BTreeMap<ProcessId, BTreeMap<SocketAddr, ProcessId>>,
     /// Streams whose shell is reconnecting to an address where the process
     /// it expects no longer runs, with a `DeathCheck` pending.
