@@ -971,22 +971,15 @@ fn a_spectator_checks_its_set_with_a_member_every_five_seconds() {
                 && e.body == Body::Decided { set: seated.clone() })
         })
     };
-    assert!(
-        !sent_its_set_at(&mut b, Duration::from_secs(4)),
-        "not before 5 s"
-    );
-    assert!(
-        sent_its_set_at(&mut b, Duration::from_millis(5100)),
-        "at 5 s"
-    );
-    assert!(
-        !sent_its_set_at(&mut b, Duration::from_secs(9)),
-        "once each 5 s"
-    );
-    assert!(
-        sent_its_set_at(&mut b, Duration::from_millis(10_200)),
-        "and again"
-    );
+    for (at_ms, sent, when) in [
+        (4_000, false, "not before 5 s"),
+        (5_100, true, "at 5 s"),
+        (9_000, false, "once each 5 s"),
+        (10_200, true, "and again"),
+    ] {
+        let at = Duration::from_millis(at_ms);
+        assert_eq!(sent_its_set_at(&mut b, at), sent, "{when}");
+    }
     // The member answers with its set only when the spectator's is older (here,
     // of a cluster its own outranks), so a spectator that is up to date keeps
     // no stream from the member busy.
