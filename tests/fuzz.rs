@@ -921,12 +921,17 @@ fn decided_from(n: &mut Node, from: u16, set: ActiveSet) {
 /// The process at 127.0.0.1:`from` sends `n` one message at `at`; what `n`
 /// does about it.
 fn message_from(n: &mut Node, at: Duration, from: u16, body: Body) -> Vec<Output> {
+    message_from_process(n, at, process(from), body)
+}
+
+/// `from` sends `n` one message at `at`; what `n` does about it.
+fn message_from_process(n: &mut Node, at: Duration, from: ProcessId, body: Body) -> Vec<Output> {
     let me = n.me();
     n.drain_outputs().for_each(drop);
     n.handle(
         at,
         Input::Message(Envelope {
-            from: process(from),
+            from,
             to: me,
             clock: 1,
             body,
@@ -1145,11 +1150,11 @@ fn a_failure_names_whose_verdict_it_was() {
     );
 }
 
-/// The SWIM headers of the datagrams `out` sends to the process at `port`.
-fn headers_to(out: &[Output], port: u16) -> Vec<Header<MemberId>> {
+/// The SWIM datagrams `out` sends to the process at `port`, with their headers.
+fn swim_to(out: &[Output], port: u16) -> Vec<(Header<MemberId>, Bytes)> {
     datagrams(out, local(port))
-        .iter()
-        .filter_map(|d| PostcardCodec.decode_header(&d[..]).ok())
+        .into_iter()
+        .filter_map(|d| Some((PostcardCodec.decode_header(&d[..]).ok()?, d)))
         .collect()
 }
 
@@ -1187,7 +1192,7 @@ fn a_process_held_down_above_its_identity_is_shown_what_to_beat() {
     .encode(MemberId::new(a.me()));
     let heard_at = at + Duration::from_secs(1);
     let out = feed(&mut a, heard_at, local(7002), &announce);
-    let shown: Vec<MemberId> = headers_to(&out, 7002).iter().map(|h| h.dst).collect();
+    let shown: Vec<MemberId> = swim_to(&out, 7002).iter().map(|(h, _)| h.dst).collect();
     assert!(
         shown.contains(&held),
         "the identity held down is shown to the process at its address: {shown:?}"
@@ -1199,18 +1204,15 @@ fn a_process_held_down_above_its_identity_is_shown_what_to_beat() {
         &announce,
     );
     assert!(
-        !headers_to(&again, 7002).iter().any(|h| h.dst == held),
+        !swim_to(&again, 7002).iter().any(|(h, _)| h.dst == held),
         "at most once a second"
     );
 
     // The process at 7002, as renewed 5 times, hears the founder.
     let mut b = node(7002, &[7000]);
-    let datagram = datagrams(&out, local(7002))
+    let (_, datagram) = swim_to(&out, 7002)
         .into_iter()
-        .find(|d| {
-            let header: Result<Header<MemberId>, _> = PostcardCodec.decode_header(&d[..]);
-            header.is_ok_and(|h| h.dst == held)
-        })
+        .find(|(h, _)| h.dst == held)
         .expect("shown above");
     feed(&mut b, heard_at, local(7000), &datagram);
     b.handle(heard_at, Input::Timer(TimerId::Tick));
@@ -1249,21 +1251,12 @@ fn a_refusal_frees_an_earlier_spectator_served_after_its_successor_was_gone() {
     };
     refused(&mut a, at);
     let earlier = ProcessId::new(local(7005), successor.incarnation - 1_000_000);
-    let me = a.me();
-    a.handle(
-        at,
-        Input::Message(Envelope {
-            from: earlier,
-            to: me,
-            clock: 1,
-            body: Body::ProxyAcquire {
-                lock: LockName::default_lock(),
-                ticket: 1,
-                try_only: false,
-            },
-        }),
-    );
-    let served: Vec<Output> = a.drain_outputs().collect();
+    let ask = Body::ProxyAcquire {
+        lock: LockName::default_lock(),
+        ticket: 1,
+        try_only: false,
+    };
+    let served = message_from_process(&mut a, at, earlier, ask);
     assert!(
         served.iter().any(|o| matches!(o, Output::Event(ra::event::Event::Serving { spectator, .. }) if *spectator == earlier)),
         "the late ask is served: {served:?}"

@@ -443,13 +443,17 @@ impl World {
             }))
             .collect();
         for (watcher, target) in watchers {
-            // A round trip, plus the moment the watcher's shell notices the
-            // break (its reconnect backoff starts at 50 ms): watchers learn at
-            // different times, some from gossip first.
-            let noticed = Duration::from_micros(self.rng.random_range(0..50_000));
-            let delay = self.net.delay(&self.config.net, &mut self.rng) + noticed;
-            self.push(self.now + delay, Happening::DeathCheck { watcher, target });
+            self.schedule_death_check(watcher, target);
         }
+    }
+
+    /// `watcher`'s shell reconnects to where `target` was: a round trip, plus
+    /// the moment it notices (its reconnect backoff starts at 50 ms), so
+    /// watchers learn at different times, some from gossip first.
+    fn schedule_death_check(&mut self, watcher: ProcessId, target: ProcessId) {
+        let noticed = Duration::from_micros(self.rng.random_range(0..50_000));
+        let delay = self.net.delay(&self.config.net, &mut self.rng) + noticed;
+        self.push(self.now + delay, Happening::DeathCheck { watcher, target });
     }
 
     /// The reconnect after a broken stream: refused if nothing runs at the
@@ -772,15 +776,7 @@ impl World {
         // reconnects, as it would have had the stream been open at the death.
         let expected = self.note_expected(envelope.from, envelope.to);
         if !self.running(&expected) && self.reconnecting.insert((envelope.from, expected.addr)) {
-            let noticed = Duration::from_micros(self.rng.random_range(0..50_000));
-            let delay = self.net.delay(&self.config.net, &mut self.rng) + noticed;
-            self.push(
-                self.now + delay,
-                Happening::DeathCheck {
-                    watcher: envelope.from,
-                    target: expected,
-                },
-            );
+            self.schedule_death_check(envelope.from, expected);
         }
         // Every message goes through the real wire format, so a conversion bug
         // shows up here too.

@@ -217,13 +217,6 @@ impl Peers {
             queue.idle_rounds < IDLE_ROUNDS || !queue.nothing_pending()
         });
     }
-
-    /// The addresses with a stream kept open (or being opened).
-    pub fn open_to(&self) -> Vec<SocketAddr> {
-        let mut addrs: Vec<SocketAddr> = self.queues.keys().copied().collect();
-        addrs.sort();
-        addrs
-    }
 }
 
 fn endpoint(
@@ -483,17 +476,13 @@ async fn peer_stream(
             Err(failure) => {
                 failures += 1;
                 let refused = matches!(failure, Failure::Refused);
-                link.store(
-                    if refused {
-                        LINK_REFUSED
-                    } else {
-                        LINK_CONNECTING
-                    },
-                    Ordering::Relaxed,
-                );
-                if let Failure::Refused = failure
-                    && !report_gone(addr, GoneEvidence::ConnectionRefused, &context).await
-                {
+                let state = if refused {
+                    LINK_REFUSED
+                } else {
+                    LINK_CONNECTING
+                };
+                link.store(state, Ordering::Relaxed);
+                if refused && !report_gone(addr, GoneEvidence::ConnectionRefused, &context).await {
                     return;
                 }
                 let say = failures == 1 || failures.is_multiple_of(30);
@@ -593,6 +582,13 @@ mod tests {
         listener.local_addr().expect("its address")
     }
 
+    /// The addresses with a stream kept open (or being opened).
+    fn open_to(peers: &Peers) -> Vec<SocketAddr> {
+        let mut addrs: Vec<SocketAddr> = peers.queues.keys().copied().collect();
+        addrs.sort();
+        addrs
+    }
+
     async fn link_of(peers: &Peers, addr: SocketAddr, wanted: u8) {
         for _ in 0..200 {
             if peers.queues[&addr].link.load(Ordering::Relaxed) == wanted {
@@ -612,8 +608,8 @@ mod tests {
         let mut peers = peers(inbox);
         let gone = nothing_listens();
         // Accepts TCP in the kernel's backlog but never answers: never up.
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let silent = silent.local_addr().expect("its address");
+        let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let silent = silent_listener.local_addr().expect("its address");
         let watched = nothing_listens();
         let process = |addr| ProcessId::new(addr, 7);
         peers.watch(&[process(gone), process(silent), process(watched)]);
@@ -622,7 +618,7 @@ mod tests {
         for _ in 1..IDLE_ROUNDS {
             peers.close_idle();
         }
-        assert_eq!(peers.open_to().len(), 3, "not idle long enough yet");
+        assert_eq!(open_to(&peers).len(), 3, "not idle long enough yet");
         let hello = Envelope {
             from: process("127.0.0.1:1".parse().expect("addr")),
             to: process(gone),
@@ -631,14 +627,14 @@ mod tests {
         };
         peers.send(&hello);
         peers.close_idle();
-        assert_eq!(peers.open_to().len(), 3, "a message starts the count again");
+        assert_eq!(open_to(&peers).len(), 3, "a message starts the count again");
         for _ in 0..IDLE_ROUNDS {
             peers.close_idle();
         }
         let mut kept = vec![silent, watched];
         kept.sort();
         assert_eq!(
-            peers.open_to(),
+            open_to(&peers),
             kept,
             "the stream to a process gone closes; one never up and a watched one stay"
         );
