@@ -28,11 +28,14 @@ pub struct SwimSettings {
 
 impl Default for SwimSettings {
     fn default() -> Self {
+        // A stopped node is declared no sooner than a probe period and a
+        // suspicion after it stopped (1.5 s), which a one-second stall
+        // outlasts; probing often shortens the wait for the first probe.
         Self {
-            probe_period: Duration::from_millis(500),
+            probe_period: Duration::from_millis(250),
             probe_rtt: Duration::from_millis(150),
             num_indirect_probes: 3,
-            suspect_to_down_after: Duration::from_millis(1000),
+            suspect_to_down_after: Duration::from_millis(1250),
             max_transmissions: 6,
             gossip_every: Duration::from_millis(200),
             gossip_fanout: 3,

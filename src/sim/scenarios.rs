@@ -488,6 +488,30 @@ pub fn five_contend_with_a_cap_of_three() -> Schedule {
     }
 }
 
+/// Five idle nodes (three members, two spectators); at `stop_at` the node in
+/// `slot` stops for `stopped_for`, as SIGSTOP stops a process: its datagrams
+/// and timers wait, and its streams stay open. `seed` moves every node's
+/// place in SWIM's probe cycle against the stop.
+pub fn node_stopped(seed: u64, slot: usize, stop_at: Duration, stopped_for: Duration) -> Schedule {
+    let mut config = calm(5);
+    config.seed = seed;
+    let mut actions = three_nodes();
+    actions.push((ms(300), start(3, &[0])));
+    actions.push((ms(400), start(4, &[0])));
+    actions.push((
+        stop_at,
+        Action::Pause {
+            slot,
+            duration: stopped_for,
+        },
+    ));
+    Schedule {
+        config,
+        actions,
+        until: stop_at + stopped_for + ms(5000),
+    }
+}
+
 /// The simulator's seed 653499559 of an older schedule mix: a joiner's only
 /// seed answers it, then pauses and leaves. The joiner has learned the decided
 /// active set by gossip, not its members by SWIM; it must find its way to them
