@@ -170,6 +170,10 @@ pub enum DropReason {
     NotAuthenticated { detail: String },
     /// The node's inbox is full: it is overloaded.
     Overloaded,
+    /// An ask forwarded by a spectator this node holds gone (declared down,
+    /// leaving, or replaced): served now, no later verdict would take the lock
+    /// back. A spectator alive after all asks again.
+    SenderHeldGone,
 }
 
 /// What the drop counts are about, for the rate-limited summary.
@@ -658,6 +662,7 @@ impl DropReason {
             DropReason::ForgedSender { .. } => "forged sender",
             DropReason::NotAuthenticated { .. } => "not authenticated",
             DropReason::Overloaded => "overloaded",
+            DropReason::SenderHeldGone => "sender held gone",
         }
     }
 }

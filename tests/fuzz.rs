@@ -41,7 +41,7 @@ use proptest::sample::Index;
 use prost::Message as _;
 
 use ra::config::{self, NodeFlags};
-use ra::event::{FailureCause, GoneEvidence};
+use ra::event::{DropReason, FailureCause, GoneEvidence};
 use ra::membership::codec::{CheckedCodec, Claims, Plausible};
 use ra::membership::gossip::Gossip;
 use ra::membership::identity::{MAX_CLOCK_AHEAD_US, MemberId};
@@ -1265,6 +1265,39 @@ fn a_refusal_frees_an_earlier_spectator_served_after_its_successor_was_gone() {
     assert!(
         out.iter().any(|o| matches!(o, Output::Event(ra::event::Event::ProcessGone { member, .. }) if *member == earlier)),
         "the refusal frees the earlier process's tickets: {out:?}"
+    );
+}
+
+/// A spectator's ask that reaches a member after the spectator announced
+/// its leave is not served (no later verdict would take the lock back), and
+/// the member says why, where it used to drop it without a word.
+#[test]
+fn an_ask_from_a_spectator_held_gone_is_dropped_with_its_reason() {
+    let at = Duration::from_secs(5);
+    let mut a = founded(7000);
+    told_by_7001(&mut a, at, &[7001, 7006], Vec::new());
+    let spectator = process(7006);
+    message_from_process(&mut a, at, spectator, Body::Leaving);
+    let ask = Body::ProxyAcquire {
+        lock: LockName::default_lock(),
+        ticket: 1,
+        try_only: false,
+    };
+    let out = message_from_process(&mut a, at + Duration::from_millis(10), spectator, ask);
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Event(ra::event::Event::Dropped {
+                why: DropReason::SenderHeldGone,
+                ..
+            })
+        )),
+        "dropped with its reason: {out:?}"
+    );
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Event(ra::event::Event::Serving { .. }))),
+        "and not served: {out:?}"
     );
 }
 

@@ -494,6 +494,7 @@ impl Node {
             // An ask older than our verdict (it waited in a stalled stream):
             // served now, no later verdict would ever take the lock back. A
             // spectator that is alive after all asks again every `REASK`.
+            self.drop_message(from, DropReason::SenderHeldGone);
             return;
         }
         let key = (from, lock.clone(), ticket);

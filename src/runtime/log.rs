@@ -443,6 +443,9 @@ pub fn drop_reason(why: &DropReason) -> String {
         }
         DropReason::Malformed { detail } => format!("malformed: {detail}"),
         DropReason::NodeLeaving => "this node is leaving".into(),
+        DropReason::SenderHeldGone => {
+            "its sender is held gone here (declared down, leaving or replaced); it asks again if alive".into()
+        }
         DropReason::ImplausibleAddress { addr } => format!(
             "it names {addr}, an address this cluster would never use (another family or scope)"
         ),
