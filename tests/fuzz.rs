@@ -1226,6 +1226,15 @@ fn a_process_held_down_above_its_identity_is_shown_what_to_beat() {
     );
 }
 
+/// A spectator's ask for the default lock, forwarded to a member.
+fn forwarded_ask(ticket: u64) -> Body {
+    Body::ProxyAcquire {
+        lock: LockName::default_lock(),
+        ticket,
+        try_only: false,
+    }
+}
+
 /// A refusal that names a process already known gone still frees an
 /// earlier process at that address that the node began to serve since:
 /// outsider seed 211,008,452 held a lock for a spectator's ask that a
@@ -1251,12 +1260,7 @@ fn a_refusal_frees_an_earlier_spectator_served_after_its_successor_was_gone() {
     };
     refused(&mut a, at);
     let earlier = ProcessId::new(local(7005), successor.incarnation - 1_000_000);
-    let ask = Body::ProxyAcquire {
-        lock: LockName::default_lock(),
-        ticket: 1,
-        try_only: false,
-    };
-    let served = message_from_process(&mut a, at, earlier, ask);
+    let served = message_from_process(&mut a, at, earlier, forwarded_ask(1));
     assert!(
         served.iter().any(|o| matches!(o, Output::Event(ra::event::Event::Serving { spectator, .. }) if *spectator == earlier)),
         "the late ask is served: {served:?}"
@@ -1278,12 +1282,12 @@ fn an_ask_from_a_spectator_held_gone_is_dropped_with_its_reason() {
     told_by_7001(&mut a, at, &[7001, 7006], Vec::new());
     let spectator = process(7006);
     message_from_process(&mut a, at, spectator, Body::Leaving);
-    let ask = Body::ProxyAcquire {
-        lock: LockName::default_lock(),
-        ticket: 1,
-        try_only: false,
-    };
-    let out = message_from_process(&mut a, at + Duration::from_millis(10), spectator, ask);
+    let out = message_from_process(
+        &mut a,
+        at + Duration::from_millis(10),
+        spectator,
+        forwarded_ask(1),
+    );
     assert!(
         out.iter().any(|o| matches!(
             o,

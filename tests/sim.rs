@@ -452,18 +452,30 @@ const STOP_AT: Duration = Duration::from_millis(8000);
 /// and a seed each, which moves every node's probe cycle against the stop.
 const STOP_RUNS: u64 = 300;
 
+/// Each run: a node stopped for `stopped_for`, as (seed, its slot, when it
+/// stopped, every other node's first verdict on it).
+fn stops(
+    name: &'static str,
+    stopped_for: Duration,
+) -> impl Iterator<Item = (u64, usize, Duration, Vec<Duration>)> {
+    (1..=STOP_RUNS).map(move |seed| {
+        let slot = (seed % 5) as usize;
+        let stop_at = STOP_AT + Duration::from_millis(seed * 7);
+        let report = run_scenario(
+            name,
+            scenarios::node_stopped(seed, slot, stop_at, stopped_for),
+        );
+        (seed, slot, stop_at, verdicts_on(&report, slot))
+    })
+}
+
 /// However a one-second stall falls against SWIM's probe cycle, no node
 /// declares the stalled one failed: the earliest verdict a probe could start
 /// is a probe period and a suspicion after the stop (1.5 s), and the stalled
 /// node refutes the suspicion when it wakes.
 #[test]
 fn a_one_second_stall_is_never_declared_a_failure() {
-    for seed in 1..=STOP_RUNS {
-        let slot = (seed % 5) as usize;
-        let stop_at = STOP_AT + Duration::from_millis(seed * 7);
-        let schedule = scenarios::node_stopped(seed, slot, stop_at, Duration::from_secs(1));
-        let report = run_scenario("one_second_stall", schedule);
-        let verdicts = verdicts_on(&report, slot);
+    for (seed, slot, stop_at, verdicts) in stops("one_second_stall", Duration::from_secs(1)) {
         assert!(
             verdicts.is_empty(),
             "seed {seed}: slot {slot} stalled for 1 s at {stop_at:?} was declared failed at {verdicts:?}"
@@ -481,19 +493,18 @@ fn a_one_second_stall_is_never_declared_a_failure() {
 #[test]
 fn a_stopped_node_is_declared_by_every_survivor_but_never_within_a_stall() {
     let mut every_survivor = Vec::new();
-    for seed in 1..=STOP_RUNS {
-        let slot = (seed % 5) as usize;
-        let stop_at = STOP_AT + Duration::from_millis(seed * 7);
-        let schedule = scenarios::node_stopped(seed, slot, stop_at, Duration::from_secs(6));
-        let report = run_scenario("stopped_node", schedule);
-        let verdicts = verdicts_on(&report, slot);
+    for (seed, slot, stop_at, verdicts) in stops("stopped_node", Duration::from_secs(6)) {
         assert_eq!(
             verdicts.len(),
             4,
             "seed {seed}: survivors' verdicts {verdicts:?}"
         );
-        let first = verdicts.iter().min().copied().unwrap_or_default() - stop_at;
-        let last = verdicts.iter().max().copied().unwrap_or_default() - stop_at;
+        let after_stop =
+            |t: Option<&Duration>| t.copied().unwrap_or_default().saturating_sub(stop_at);
+        let (first, last) = (
+            after_stop(verdicts.iter().min()),
+            after_stop(verdicts.iter().max()),
+        );
         // A probe sent just before the stop may still be on its way.
         let earliest = Duration::from_millis(1500) - NetConfig::calm().max_delay;
         assert!(
