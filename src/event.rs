@@ -171,8 +171,8 @@ pub enum DropReason {
     /// The node's inbox is full: it is overloaded.
     Overloaded,
     /// An ask forwarded by a spectator this node holds gone (declared down,
-    /// leaving, or replaced): served now, no later verdict would take the lock
-    /// back. A spectator alive after all asks again.
+    /// leaving, or replaced): served, it would hold the lock for good, since no
+    /// later verdict would take it back. A spectator alive after all asks again.
     SenderHeldGone,
 }
 
