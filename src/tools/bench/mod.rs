@@ -159,11 +159,16 @@ fn bench_runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the tokio runtime")
 }
 
+/// Entries timed in each run, and the warm-up entries before them.
+fn entries_timed(args: &BenchArgs) -> (u64, u64) {
+    let timed = u64::from(args.entries);
+    (timed, (timed / 10).clamp(10, 500))
+}
+
 /// `--node`: acquire and release through a running node's API, p50 and p99.
 fn time_running_node(node: &str, args: &BenchArgs) -> Result<ExitCode> {
     let runtime = bench_runtime()?;
-    let timed = u64::from(args.entries);
-    let warmup = (timed / 10).clamp(10, 500);
+    let (timed, warmup) = entries_timed(args);
     let times = runtime.block_on(async {
         let (mut client, socket) = crate::commands::connect(node).await?;
         let times = api_client::round_trips(&mut client, "bench", warmup, timed)
@@ -281,8 +286,7 @@ async fn measure_in_process(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
     row.active = active.len();
     row.max_active = cluster.max_active;
     row.spectators = row.nodes - active.len();
-    let timed = u64::from(args.entries);
-    let warmup = (timed / 10).clamp(10, 500);
+    let (timed, warmup) = entries_timed(args);
     row.warmup = warmup;
     row.floor = floor::round_trips(warmup, timed)
         .await
@@ -332,8 +336,7 @@ async fn measure_membership(cluster: &mut Cluster, args: &BenchArgs, row: &mut R
     let active = cluster.form(row.nodes).await?;
     // Names in parallel, as separate processes run them: on the shared thread
     // above, many names can only fill the gaps one name leaves.
-    let timed = u64::from(args.entries);
-    let warmup = (timed / 10).clamp(10, 500);
+    let (timed, warmup) = entries_timed(args);
     row.names_throughput_threads =
         names_runs(cluster, &active, &THREADED_NAME_COUNTS, warmup, timed)
             .await
