@@ -1977,7 +1977,7 @@ fn resolve_text(text: &str) -> anyhow::Result<config::NodeConfig> {
 const DAY_MS: i128 = 24 * 3600 * 1000;
 
 /// Every numeric setting of the file, and the values it takes (the others at
-/// their defaults: a probe period of 500 ms and a probe RTT of 150 ms).
+/// their defaults: a probe period of 250 ms and a probe RTT of 150 ms).
 const NUMERIC: &[(&str, &str, i128, i128)] = &[
     ("node", "max_active", 1, 64),
     ("node", "hold_ms", 0, DAY_MS),
@@ -1989,7 +1989,7 @@ const NUMERIC: &[(&str, &str, i128, i128)] = &[
     ("cluster", "tick_ms", 1, DAY_MS),
     ("cluster", "grant_lease_ms", 1, DAY_MS),
     ("swim", "probe_period_ms", 151, DAY_MS),
-    ("swim", "probe_rtt_ms", 1, 499),
+    ("swim", "probe_rtt_ms", 1, 249),
     ("swim", "suspect_to_down_after_ms", 1, DAY_MS),
     ("swim", "gossip_every_ms", 1, DAY_MS),
     ("swim", "announce_every_ms", 1, DAY_MS),
